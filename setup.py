@@ -1,0 +1,25 @@
+"""Installs the invariant_slots package."""
+import setuptools
+
+setuptools.setup(
+    name="invariant_slots",
+    version="0.1.0",
+    description="Object-centric learning in JAX/Flax with interchangeable slot correctors.",
+    packages=setuptools.find_packages(include=["invariant_slots", "invariant_slots.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax",
+        "clu",
+        "ml-collections",
+        "orbax-checkpoint",
+        "tensorflow-cpu",
+        "tensorflow-datasets",
+        "tensorboard",
+        "scipy",
+        "numpy",
+        "absl-py",
+    ],
+    extras_require={"test": ["pytest", "scikit-learn"], "plots": ["matplotlib"]},
+)
