@@ -20,6 +20,7 @@ setuptools.setup(
         "scipy",
         "numpy",
         "absl-py",
+        "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.
     ],
     extras_require={"test": ["pytest", "scikit-learn"], "plots": ["matplotlib"]},
 )

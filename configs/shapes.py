@@ -1,0 +1,53 @@
+"""Object discovery on the embedded synthetic shapes dataset (CPU-sized default).
+
+    python -m invariant_slots.main --config=configs/shapes.py --workdir=/tmp/shapes
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the experiment config."""
+  config = ml_collections.ConfigDict()
+  config.seed = 42
+  config.batch_size = 16
+  config.num_train_steps = 8000
+  config.learning_rate = 4e-4
+  config.lr_schedule = "cosine"  # cosine | exponential | constant
+  config.lr_decay_steps = 100_000  # exponential only
+  config.lr_decay_rate = 0.5  # exponential only
+  config.warmup_steps = 500
+  config.max_grad_norm = 1.0
+  config.log_loss_every_steps = 100
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.checkpoints_to_keep = 3
+  config.num_eval_images = 8
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "shapes"
+  # None: the TFDS default directory (~/tensorflow_datasets).
+  config.data.data_dir = ml_collections.config_dict.placeholder(str)
+  config.data.shapes = dict(resolution=32, min_objects=2, max_objects=4,
+                            num_train=20_000, num_validation=512, seed=0)
+  config.data.resolution = (32, 32)
+  config.data.max_instances = 4  # Largest instance id (0 is background).
+  config.data.shuffle_buffer_size = 2048
+  config.data.preprocess_train = ["value_range(0, 1)", "keep('image')"]
+  config.data.preprocess_eval = ["value_range(0, 1)", "keep('image', 'segmentations')"]
+
+  config.model = ml_collections.ConfigDict()
+  config.model.num_slots = 5
+  config.model.slot_size = 64
+  config.model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1],
+                              kernel_size=3, mlp_size=64)
+  config.model.initializer = dict(name="gaussian")
+  config.model.corrector = ml_collections.ConfigDict(
+      dict(name="SA", num_iterations=3, mlp_size=128))
+  config.model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8),
+                              features=[32, 16], strides=[2, 2], kernel_size=5)
+
+  config.losses = ml_collections.ConfigDict(
+      {"reconstruction": {"type": "mse", "prediction": "reconstruction",
+                          "target": "image", "weight": 1.0}})
+  return config

@@ -1,0 +1,238 @@
+"""The training loop shared by all pipelines: one jitted step over a device mesh."""
+
+import functools
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from invariant_slots.lib import checkpointing
+from invariant_slots.lib import evaluator
+from invariant_slots.lib import input_pipeline
+from invariant_slots.lib import losses
+from invariant_slots.lib import metrics
+from invariant_slots.modules.models import build_model
+from invariant_slots.registry import ConfigError
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Array
+  params: Any
+  opt_state: Any
+  rng: Array  # Raw uint32 key, so it checkpoints as a plain array.
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up to `learning_rate`, then cosine, exponential or constant."""
+  decay_steps = max(config.num_train_steps - config.warmup_steps, 1)
+  if config.lr_schedule == "cosine":
+    decay = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
+  elif config.lr_schedule == "exponential":
+    decay = optax.exponential_decay(config.learning_rate, config.lr_decay_steps,
+                                    config.lr_decay_rate)
+  elif config.lr_schedule == "constant":
+    decay = optax.constant_schedule(config.learning_rate)
+  else:
+    raise ConfigError(f"Unknown lr_schedule {config.lr_schedule!r}; "
+                      "use 'cosine', 'exponential' or 'constant'.")
+  warmup = optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
+  return optax.join_schedules([warmup, decay], [config.warmup_steps])
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(config)
+  parts = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
+  return optax.chain(*parts, optax.adam(schedule))
+
+
+def make_mesh() -> Mesh:
+  """One `data` axis over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def example_batch(config: ml_collections.ConfigDict) -> dict[str, Array]:
+  """A one-example dummy batch for initialisation."""
+  height, width = config.data.resolution
+  return {"image": jnp.zeros((1, height, width, 3), jnp.float32)}
+
+
+def init_state(model, tx, config: ml_collections.ConfigDict) -> TrainState:
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, slots_rng, state_rng = jax.random.split(rng, 3)
+  params = model.init({"params": init_rng, "slots": slots_rng}, example_batch(config))["params"]
+  return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                    opt_state=tx.init(params), rng=state_rng)
+
+
+def make_train_step(model, tx, config: ml_collections.ConfigDict):
+  """`train_step(state, batch) -> (state, TrainMetrics)`."""
+  schedule = learning_rate_schedule(config)
+
+  def train_step(state: TrainState, batch: dict[str, Array]):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      outputs = model.apply({"params": params}, batch, train=True, rngs={"slots": rng})
+      return jnp.mean(losses.per_example_loss(config.losses, outputs, batch))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    train_metrics = metrics.TrainMetrics.single_from_model_output(
+        loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    return new_state, train_metrics
+
+  return train_step
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: checkpointing after the current step.")
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _global_batch(local: dict[str, Any], sharding: NamedSharding) -> dict[str, Array]:
+  """Assembles the global batch from every process's `[local_batch, ...]` part."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local.items()}
+
+
+def evaluate(model, state: TrainState, datasets: input_pipeline.Datasets,
+             config: ml_collections.ConfigDict, eval_step, sharding: NamedSharding,
+             writer, step: int) -> dict[str, float]:
+  """Runs the eval split, writes scalars and images, returns the scalars."""
+  totals = None
+  first = None
+  rng = jax.random.PRNGKey(config.seed + 1)
+  for batch, mask in input_pipeline.padded_eval_batches(
+      datasets.eval, datasets.num_eval_examples, config.batch_size):
+    outputs = jax.device_get(eval_step(state.params, _global_batch(batch, sharding), rng))
+    outputs = {k: np.asarray(v) for k, v in outputs.items()}
+    local = {k: v[:len(mask)] for k, v in outputs.items()}
+    update = evaluator.batch_metrics(local, batch, mask, config)
+    totals = update if totals is None else totals.merge(update)
+    if first is None:
+      first = (local, batch)
+  scalars = {f"eval/{k}": float(v) for k, v in totals.compute().items()}
+  writer.write_scalars(step, scalars)
+  images = evaluator.summary_images(*first, num_images=config.num_eval_images)
+  writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
+  writer.flush()
+  return scalars
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Returns:
+    The scalars of the last evaluation.
+  """
+  mesh = make_mesh()
+  data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  model = build_model(config)
+  tx = make_optimizer(config)
+  datasets = input_pipeline.create_datasets(config)
+  train_iter = iter(datasets.train)
+
+  state = jax.jit(functools.partial(init_state, model, tx, config),
+                  out_shardings=replicated)()
+  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoints_to_keep)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    logging.info("Resuming from the checkpoint at step %d.", latest)
+    state = checkpointer.restore(latest, state, train_iter)
+  else:
+    parameter_overview.log_parameter_overview(state.params)
+  initial_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+  if initial_step == 0:
+    writer.write_hparams({k: str(v) for k, v in config.items()})
+  train_step = jax.jit(make_train_step(model, tx, config),
+                       in_shardings=(replicated, data_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(evaluator.make_eval_step(model, config),
+                      in_shardings=(replicated, data_sharding, replicated))
+  run_eval = functools.partial(evaluate, model, datasets=datasets, config=config,
+                               eval_step=eval_step, sharding=data_sharding, writer=writer)
+
+  if config.num_train_steps == 0:
+    scalars = run_eval(state=state, step=initial_step)
+    _print_eval(initial_step, scalars)
+    checkpointer.close()
+    return scalars
+
+  report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                           writer=writer)
+  preemption = _Preemption()
+  train_metrics = None
+  scalars = {}
+  step = initial_step
+  start = time.time()
+  try:
+    while step < config.num_train_steps:
+      batch = _global_batch(next(train_iter), data_sharding)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, step_metrics = train_step(state, batch)
+      step += 1
+      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      report(step, time.time())
+      if step % config.log_loss_every_steps == 0 or step == config.num_train_steps:
+        values = {f"train/{k}": float(v) for k, v in train_metrics.compute().items()}
+        if not np.isfinite(values["train/loss"]):
+          raise FloatingPointError(
+              f"Loss is {values['train/loss']} at step {step}; the checkpoint of step "
+              f"{checkpointer.latest_step()} is kept. Lower learning_rate or set max_grad_norm.")
+        writer.write_scalars(step, values)
+        train_metrics = None
+      last = step == config.num_train_steps
+      if step % config.checkpoint_every_steps == 0 or last or preemption.requested:
+        checkpointer.save(step, state, train_iter)
+      if preemption.requested:
+        logging.warning("Checkpointed step %d after SIGTERM; exiting.", step)
+        break
+      if step % config.eval_every_steps == 0 or last:
+        scalars = run_eval(state=state, step=step)
+        _print_eval(step, scalars, elapsed=time.time() - start)
+  finally:
+    preemption.restore()
+    writer.flush()
+    checkpointer.close()
+  return scalars
+
+
+def _print_eval(step: int, scalars: dict[str, float], elapsed: float | None = None) -> None:
+  if jax.process_index() != 0:
+    return
+  parts = [f"step {step}"]
+  if elapsed is not None:
+    parts.append(f"{elapsed / 60:.1f} min")
+  parts += [f"{k.removeprefix('eval/')}={v:.4f}" for k, v in sorted(scalars.items())]
+  print("eval: " + "  ".join(parts), flush=True)

@@ -1,0 +1,47 @@
+"""Trains and evaluates a model: `python -m invariant_slots.main --config=... --workdir=...`.
+
+Any config key can be overridden on the command line, e.g.
+`--config.model.corrector.name=TF-Inv --config.num_train_steps=1000`.
+"""
+
+import logging as pylogging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _quiet_library_logs(record) -> bool:
+  """Keeps orbax's per-save INFO chatter out of the training log."""
+  return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # Imported here so that TF's and JAX's start-up happens after flag parsing.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # Keep accelerators for JAX.
+  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+  from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
+
+  pylogging.getLogger("absl").addFilter(_quiet_library_logs)
+  logging.info("Config:\n%s", _CONFIG.value)
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ConfigError, FileNotFoundError, FloatingPointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,67 @@
+"""Complete models assembled from registered parts."""
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.modules.decoders import DECODERS
+from invariant_slots.modules.encoders import ENCODERS
+from invariant_slots.modules.initializers import INITIALIZERS
+from invariant_slots.registry import ConfigError
+
+Array = jax.Array
+
+
+class ObjectDiscoveryModel(nn.Module):
+  """Image autoencoder through slots: encoder, initialiser, corrector, decoder."""
+
+  encoder: nn.Module
+  initializer: nn.Module
+  corrector: nn.Module
+  decoder: nn.Module
+
+  def __call__(self, batch: dict[str, Array], train: bool = False) -> dict[str, Array]:
+    """Runs the model on `batch["image"]` `[batch, H, W, 3]`.
+
+    Returns:
+      `reconstruction [batch, H, W, 3]`, `masks [batch, num_slots, H, W, 1]`,
+      `slot_outputs [batch, num_slots, H, W, 3]`, `slots [batch, num_slots,
+      slot_size]` and `attention [batch, num_iterations, num_slots, h, w]` on the
+      encoder's feature grid.
+    """
+    image = batch["image"]
+    features = self.encoder(image, train=train)
+    batch_size, height, width, _ = features.shape
+    inputs = features.reshape(batch_size, height * width, -1)
+    slots = self.initializer(batch_size)
+    slots, attention = self.corrector(slots, inputs, train=train)
+    outputs = self.decoder(slots)
+    outputs["slots"] = slots
+    outputs["attention"] = attention.reshape(attention.shape[:3] + (height, width))
+    return outputs
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """Builds `config.model` (the parts are named by string in the config)."""
+  model_config = config.model
+  if model_config.num_slots < 1:
+    raise ConfigError(f"model.num_slots must be >= 1, got {model_config.num_slots}.")
+  if model_config.corrector.num_iterations < 1:
+    raise ConfigError("model.corrector.num_iterations must be >= 1, got "
+                      f"{model_config.corrector.num_iterations}.")
+  slot_size = model_config.slot_size
+  encoder = ENCODERS.build(model_config.encoder, output_size=slot_size)
+  initializer = INITIALIZERS.build(
+      model_config.initializer, num_slots=model_config.num_slots, slot_size=slot_size)
+  corrector = CORRECTORS.build(model_config.corrector, slot_size=slot_size)
+  decoder = DECODERS.build(model_config.decoder)
+  resolution = tuple(config.data.resolution)
+  if tuple(decoder.output_size) != resolution:
+    raise ConfigError(
+        f"The decoder renders {tuple(decoder.output_size)} pixels (broadcast_size "
+        f"{tuple(decoder.broadcast_size)} x strides {tuple(decoder.strides)}) but "
+        f"images are {resolution}; change model.decoder.broadcast_size or "
+        "model.decoder.strides, or data.resolution.")
+  return ObjectDiscoveryModel(encoder=encoder, initializer=initializer,
+                              corrector=corrector, decoder=decoder)

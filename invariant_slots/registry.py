@@ -1,0 +1,51 @@
+"""Name -> class registries, so configs can name modules by string."""
+
+from typing import Any, Callable, Generic, TypeVar
+
+import ml_collections
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+  """A configuration or input problem the user can fix; printed as one line."""
+
+
+class Registry(Generic[T]):
+  """Maps names to classes; `build` instantiates one from a `ConfigDict`."""
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: dict[str, type[T]] = {}
+
+  def register(self, name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator adding the class under `name`."""
+
+    def add(cls: type[T]) -> type[T]:
+      if name in self._entries:
+        raise ValueError(f"{self.kind} {name!r} is registered twice.")
+      self._entries[name] = cls
+      return cls
+
+    return add
+
+  @property
+  def names(self) -> list[str]:
+    return list(self._entries)
+
+  def get(self, name: str) -> type[T]:
+    if name not in self._entries:
+      raise ConfigError(
+          f"Unknown {self.kind} {name!r}; valid names: {', '.join(self.names)}.")
+    return self._entries[name]
+
+  def build(self, config: ml_collections.ConfigDict | dict, **kwargs: Any) -> T:
+    """Instantiates `config.name` with the remaining config keys plus kwargs."""
+    options = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    name = options.pop("name")
+    options.update(kwargs)
+    cls = self.get(name)
+    try:
+      return cls(**options)
+    except TypeError as e:
+      raise ConfigError(f"Bad options for {self.kind} {name!r}: {e}") from None
