@@ -1,0 +1,42 @@
+"""Defaults shared by the experiment configs in `configs/`."""
+
+import ml_collections
+
+
+def training_defaults() -> ml_collections.ConfigDict:
+  """Trainer keys every experiment has; experiments override what they need."""
+  config = ml_collections.ConfigDict()
+  config.seed = 42
+  config.batch_size = 64
+  config.num_train_steps = 500_000
+  config.learning_rate = 4e-4
+  config.lr_schedule = "exponential"  # cosine | exponential | constant
+  config.lr_decay_steps = 100_000  # exponential: multiply by lr_decay_rate every this many steps
+  config.lr_decay_rate = 0.5
+  config.warmup_steps = 10_000
+  config.max_grad_norm = 0.0  # 0 disables global-norm clipping.
+  config.log_loss_every_steps = 100
+  config.eval_every_steps = 5000
+  config.checkpoint_every_steps = 5000
+  config.checkpoints_to_keep = 3
+  config.num_eval_images = 8
+  config.losses = ml_collections.ConfigDict(
+      {"reconstruction": {"type": "mse", "prediction": "reconstruction",
+                          "target": "image", "weight": 1.0}})
+  return config
+
+
+def slot_attention_model(num_slots: int, resolution: int) -> ml_collections.ConfigDict:
+  """Locatello et al.'s object-discovery model: 4x(5x5, 64) CNN, SA, broadcast decoder."""
+  model = ml_collections.ConfigDict()
+  model.num_slots = num_slots
+  model.slot_size = 64
+  model.encoder = dict(name="CNN", features=[64, 64, 64, 64], strides=[1, 1, 1, 1],
+                       kernel_size=5, mlp_size=64)
+  model.initializer = dict(name="gaussian")
+  model.corrector = dict(name="SA", num_iterations=3, mlp_size=128)
+  num_upsamplings = {128: 4, 64: 3, 32: 2}[resolution]
+  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8),
+                       features=[64] * (num_upsamplings + 1),
+                       strides=[2] * num_upsamplings + [1], kernel_size=5)
+  return model
