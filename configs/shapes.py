@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 42
   config.batch_size = 16
-  config.num_train_steps = 8000
+  config.num_train_steps = 7000
   config.learning_rate = 4e-4
   config.lr_schedule = "cosine"  # cosine | exponential | constant
   config.lr_decay_steps = 100_000  # exponential only
@@ -41,9 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.slot_size = 64
   config.model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1],
                               kernel_size=3, mlp_size=64)
-  config.model.initializer = dict(name="gaussian")
+  config.model.initializer = dict(name="learned")
   config.model.corrector = ml_collections.ConfigDict(
-      dict(name="SA", num_iterations=3, mlp_size=128))
+      dict(name="SA-ID", num_iterations=3, mlp_size=128))
   config.model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8),
                               features=[32, 16], strides=[2, 2], kernel_size=5)
 

@@ -1,4 +1,6 @@
-"""Defaults shared by the experiment configs in `configs/`."""
+"""Defaults shared by the experiment configs in `configs/`, and config loading."""
+
+import importlib.util
 
 import ml_collections
 
@@ -40,3 +42,25 @@ def slot_attention_model(num_slots: int, resolution: int) -> ml_collections.Conf
                        features=[64] * (num_upsamplings + 1),
                        strides=[2] * num_upsamplings + [1], kernel_size=5)
   return model
+
+
+def load_config(path: str, **overrides) -> ml_collections.ConfigDict:
+  """Loads `get_config()` from a config file and applies dotted-key overrides.
+
+  `load_config("configs/shapes.py", **{"model.corrector.name": "TF"})`.
+  """
+  spec = importlib.util.spec_from_file_location("experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return apply_overrides(module.get_config(), **overrides)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+  """Sets dotted keys in place (`**{"data.batch_size": 8}`) and returns `config`."""
+  for key, value in overrides.items():
+    node = config
+    *parents, last = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  return config

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 from typing import Iterator
 
 import jax
@@ -43,7 +44,7 @@ def _load_split(data: ml_collections.ConfigDict, train: bool) -> tuple[tf.data.D
     size = config.num_train if train else config.num_validation
     return shapes.load(config, tfds.split_for_jax_process(split), data_dir=data.data_dir), size
   if data.source == "multi_object":
-    dataset = multi_object.load(data.name, data.path)
+    dataset = multi_object.load(data.name, os.path.expanduser(data.path))
     num_eval = data.num_eval_examples
     dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
     return dataset.shard(jax.process_count(), jax.process_index()), num_eval

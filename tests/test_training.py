@@ -1,0 +1,110 @@
+"""End-to-end trainer tests on a tiny synthetic dataset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from invariant_slots.lib import trainer
+from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.registry import ConfigError
+from tests.training_utils import REPO, read_scalars, tiny_config
+
+
+def _run_in_subprocess(config_overrides: dict, workdir: str, data_dir: str,
+                       num_devices: int) -> subprocess.CompletedProcess:
+  """Trains in a fresh process with `num_devices` forced CPU devices."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  script = (
+      "import json, sys\n"
+      "from tests.training_utils import tiny_config\n"
+      "from invariant_slots.lib import trainer\n"
+      "import jax\n"
+      f"assert jax.device_count() == {num_devices}, jax.devices()\n"
+      f"config = tiny_config({data_dir!r}, **json.loads(sys.argv[1]))\n"
+      f"trainer.train_and_evaluate(config, {workdir!r})\n")
+  return subprocess.run([sys.executable, "-c", script, json.dumps(config_overrides)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                        check=False)
+
+
+def test_two_devices_give_the_same_losses_as_one(tmp_path, shapes_data_dir):
+  losses = {}
+  for devices in (1, 2):
+    workdir = str(tmp_path / f"devices_{devices}")
+    result = _run_in_subprocess({}, workdir, shapes_data_dir, devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses[devices] = read_scalars(workdir, "train/loss")
+  assert sorted(losses[1]) == [1, 2, 3, 4]
+  np.testing.assert_allclose([losses[2][s] for s in range(1, 5)],
+                             [losses[1][s] for s in range(1, 5)], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, shapes_data_dir):
+  options = dict(num_train_steps=6, lr_schedule="constant", checkpoint_every_steps=3)
+  straight = str(tmp_path / "straight")
+  trainer.train_and_evaluate(tiny_config(shapes_data_dir, **options), straight)
+  resumed = str(tmp_path / "resumed")
+  trainer.train_and_evaluate(tiny_config(shapes_data_dir, **{**options, "num_train_steps": 3}),
+                             resumed)
+  trainer.train_and_evaluate(tiny_config(shapes_data_dir, **options), resumed)
+  expected = read_scalars(straight, "train/loss")
+  actual = read_scalars(resumed, "train/loss")
+  assert sorted(actual) == sorted(expected) == list(range(1, 7))
+  # Steps 4-6 ran after the restart: same parameters, optimizer state and batches.
+  np.testing.assert_allclose([actual[s] for s in (4, 5, 6)],
+                             [expected[s] for s in (4, 5, 6)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", CORRECTORS.names)
+def test_every_corrector_trains_and_evaluates(tmp_path, shapes_data_dir, name):
+  workdir = str(tmp_path / name)
+  config = tiny_config(shapes_data_dir, num_train_steps=3, **{"model.corrector.name": name})
+  scalars = trainer.train_and_evaluate(config, workdir)
+  for key in ("eval/fg_ari", "eval/ari", "eval/fg_miou", "eval/loss", "eval/psnr"):
+    assert np.isfinite(scalars[key]), (key, scalars)
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "3"))
+  assert read_scalars(workdir, "eval/fg_ari")[3] == pytest.approx(scalars["eval/fg_ari"])
+  # num_train_steps=0 evaluates the checkpoint: same parameters, same numbers.
+  again = trainer.train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=0,
+                                                 **{"model.corrector.name": name}), workdir)
+  assert again["eval/fg_ari"] == pytest.approx(scalars["eval/fg_ari"], abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.num_slots": 0}, "num_slots must be >= 1"),
+    ({"data.resolution": (48, 48)}, "broadcast_size"),
+    ({"model.corrector.name": "SA-XL"}, "valid names: SA, SA-noGRU"),
+])
+def test_bad_config_errors(tmp_path, shapes_data_dir, overrides, message):
+  config = tiny_config(shapes_data_dir, **overrides)
+  with pytest.raises(ConfigError, match=message):
+    trainer.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_missing_dataset_names_the_synthetic_config(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "invariant_slots.main", "--config=configs/clevr.py",
+       f"--workdir={tmp_path / 'w'}", f"--config.data.path={tmp_path / 'nothing.tfrecords'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(error_lines) == 1, result.stderr[-2000:]
+  assert "nothing.tfrecords" in error_lines[0] and "configs/shapes.py" in error_lines[0]
+
+
+def test_unknown_corrector_on_the_command_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "invariant_slots.main", "--config=configs/shapes.py",
+       f"--workdir={tmp_path / 'w'}", "--config.model.corrector.name=Foo"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert "error: Unknown corrector 'Foo'; valid names: SA, SA-noGRU, SA-ID, TF, TF-Inv, " \
+         "TF-Inv+GRU." in result.stderr
