@@ -47,9 +47,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   model_config = config.model
   if model_config.num_slots < 1:
     raise ConfigError(f"model.num_slots must be >= 1, got {model_config.num_slots}.")
-  if model_config.corrector.num_iterations < 1:
-    raise ConfigError("model.corrector.num_iterations must be >= 1, got "
-                      f"{model_config.corrector.num_iterations}.")
+  num_iterations = model_config.corrector.get("num_iterations", 1)
+  if num_iterations < 1:
+    raise ConfigError(f"model.corrector.num_iterations must be >= 1, got {num_iterations}.")
   slot_size = model_config.slot_size
   encoder = ENCODERS.build(model_config.encoder, output_size=slot_size)
   initializer = INITIALIZERS.build(
