@@ -1,34 +1,34 @@
 """Object discovery on the embedded synthetic shapes dataset (CPU-sized default).
 
     python -m invariant_slots.main --config=configs/shapes.py --workdir=/tmp/shapes
+
+32x32 scenes of 2-4 shapes; SA-ID with learned slot embeddings trains stably
+at this size within half an hour on two CPU cores.
 """
 
 import ml_collections
 
+from invariant_slots.lib import config_defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = ml_collections.ConfigDict()
-  config.seed = 42
+  config = config_defaults.training_defaults()
   config.batch_size = 16
-  config.num_train_steps = 7000
-  config.learning_rate = 4e-4
-  config.lr_schedule = "cosine"  # cosine | exponential | constant
-  config.lr_decay_steps = 100_000  # exponential only
-  config.lr_decay_rate = 0.5  # exponential only
-  config.warmup_steps = 500
+  config.num_train_steps = 8000
+  config.learning_rate = 1e-3
+  config.lr_schedule = "cosine"
+  config.warmup_steps = 300
   config.max_grad_norm = 1.0
-  config.log_loss_every_steps = 100
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
-  config.checkpoints_to_keep = 3
-  config.num_eval_images = 8
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "shapes"
   # None: the TFDS default directory (~/tensorflow_datasets).
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
   config.data.shapes = dict(resolution=32, min_objects=2, max_objects=4,
+                            min_size=0.15, max_size=0.25,
                             num_train=20_000, num_validation=512, seed=0)
   config.data.resolution = (32, 32)
   config.data.max_instances = 4  # Largest instance id (0 is background).
@@ -42,12 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1],
                               kernel_size=3, mlp_size=64)
   config.model.initializer = dict(name="learned")
-  config.model.corrector = ml_collections.ConfigDict(
-      dict(name="SA-ID", num_iterations=3, mlp_size=128))
+  config.model.corrector = dict(name="SA-ID", num_iterations=3, mlp_size=128)
   config.model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8),
                               features=[32, 16], strides=[2, 2], kernel_size=5)
-
-  config.losses = ml_collections.ConfigDict(
-      {"reconstruction": {"type": "mse", "prediction": "reconstruction",
-                          "target": "image", "weight": 1.0}})
   return config

@@ -16,12 +16,38 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0 for multi-process runs; with --num_processes and --process_id.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() with its auto-detection (Cloud TPU pods, SLURM) "
+    "even without --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _quiet_library_logs(record) -> bool:
   """Keeps orbax's per-save INFO chatter out of the training log."""
   return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+
+def _initialize_distributed() -> None:
+  """Joins a multi-process job when asked to; single-process runs skip this."""
+  import jax  # pylint: disable=g-import-not-at-top
+  explicit = _COORDINATOR.value is not None
+  if not (explicit or _DISTRIBUTED.value):
+    return
+  # Cross-process collectives between CPU devices go through gloo (no effect on GPU/TPU).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if explicit:
+    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  else:
+    jax.distributed.initialize()
+  logging.info("Process %d of %d; %d local of %d global devices.", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def main(argv):
@@ -35,6 +61,7 @@ def main(argv):
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
   pylogging.getLogger("absl").addFilter(_quiet_library_logs)
+  _initialize_distributed()
   logging.info("Config:\n%s", _CONFIG.value)
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -1,6 +1,5 @@
 """End-to-end trainer tests on a tiny synthetic dataset."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,35 +10,16 @@ import pytest
 from invariant_slots.lib import trainer
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.registry import ConfigError
-from tests.training_utils import REPO, read_scalars, tiny_config
-
-
-def _run_in_subprocess(config_overrides: dict, workdir: str, data_dir: str,
-                       num_devices: int) -> subprocess.CompletedProcess:
-  """Trains in a fresh process with `num_devices` forced CPU devices."""
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
-  env["JAX_PLATFORMS"] = "cpu"
-  script = (
-      "import json, sys\n"
-      "from tests.training_utils import tiny_config\n"
-      "from invariant_slots.lib import trainer\n"
-      "import jax\n"
-      f"assert jax.device_count() == {num_devices}, jax.devices()\n"
-      f"config = tiny_config({data_dir!r}, **json.loads(sys.argv[1]))\n"
-      f"trainer.train_and_evaluate(config, {workdir!r})\n")
-  return subprocess.run([sys.executable, "-c", script, json.dumps(config_overrides)],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                        check=False)
+from tests.training_utils import REPO, read_scalars, run_main, tiny_config, tiny_flags
 
 
 def test_two_devices_give_the_same_losses_as_one(tmp_path, shapes_data_dir):
   losses = {}
   for devices in (1, 2):
-    workdir = str(tmp_path / f"devices_{devices}")
-    result = _run_in_subprocess({}, workdir, shapes_data_dir, devices)
+    workdir = tmp_path / f"devices_{devices}"
+    result = run_main(tiny_flags(shapes_data_dir) + [f"--workdir={workdir}"], devices)
     assert result.returncode == 0, result.stderr[-3000:]
-    losses[devices] = read_scalars(workdir, "train/loss")
+    losses[devices] = read_scalars(str(workdir), "train/loss")
   assert sorted(losses[1]) == [1, 2, 3, 4]
   np.testing.assert_allclose([losses[2][s] for s in range(1, 5)],
                              [losses[1][s] for s in range(1, 5)], rtol=1e-5, atol=1e-6)

@@ -2,6 +2,8 @@
 
 import glob
 import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -10,23 +12,42 @@ import tensorflow as tf
 from invariant_slots.lib import config_defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES_CONFIG = os.path.join(REPO, "configs", "shapes.py")
+
+# `configs/shapes.py` shrunk to seconds: 64 training scenes, 16 for eval.
+TINY = {
+    "data.shapes.num_train": 64,
+    "data.shapes.num_validation": 16,
+    "data.shuffle_buffer_size": 64,
+    "batch_size": 8,
+    "num_train_steps": 4,
+    "warmup_steps": 2,
+    "log_loss_every_steps": 1,
+    "eval_every_steps": 1000,
+    "checkpoint_every_steps": 1000,
+    "num_eval_images": 2,
+}
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  """`configs/shapes.py` shrunk to seconds: 64 training scenes, 16 for eval."""
-  config = config_defaults.load_config(os.path.join(REPO, "configs", "shapes.py"))
-  config.data.data_dir = data_dir
-  config.data.shapes.num_train = 64
-  config.data.shapes.num_validation = 16
-  config.data.shuffle_buffer_size = 64
-  config.batch_size = 8
-  config.num_train_steps = 4
-  config.warmup_steps = 2
-  config.log_loss_every_steps = 1
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.num_eval_images = 2
-  return config_defaults.apply_overrides(config, **overrides)
+  """The tiny shapes config with `data_dir` and dotted-key overrides."""
+  return config_defaults.load_config(
+      SHAPES_CONFIG, **{**TINY, "data.data_dir": data_dir, **overrides})
+
+
+def tiny_flags(data_dir: str, **overrides) -> list[str]:
+  """The same as command-line flags for `invariant_slots.main`."""
+  options = {**TINY, "data.data_dir": data_dir, **overrides}
+  return [f"--config={SHAPES_CONFIG}"] + [f"--config.{k}={v}" for k, v in options.items()]
+
+
+def run_main(flags: list[str], num_devices: int = 1, **kwargs) -> subprocess.CompletedProcess:
+  """Runs `python -m invariant_slots.main` with `num_devices` forced CPU devices."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  return subprocess.run([sys.executable, "-m", "invariant_slots.main", *flags], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600, check=False,
+                        **kwargs)
 
 
 def read_scalars(workdir: str, tag: str) -> dict[int, float]:

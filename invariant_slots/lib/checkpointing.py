@@ -2,8 +2,9 @@
 
 The train state goes to `workdir/checkpoints/<step>` through an orbax
 `CheckpointManager` (atomic writes, last `k` kept, multi-host aware). Each
-process also saves its tf.data iterator to `workdir/data_state/process_<i>`,
-so a resumed run sees exactly the batches an uninterrupted run would.
+process also saves its tf.data iterator to `workdir/data_state/<n>_processes/process_<i>`,
+so a resumed run sees exactly the batches an uninterrupted run would. A run
+with another number of processes restores the state but restarts the data.
 """
 
 import os
@@ -22,7 +23,10 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
-    self._data_dir = os.path.join(workdir, "data_state", f"process_{jax.process_index()}")
+    # Data positions are only meaningful for the same process layout.
+    self._data_dir = os.path.join(workdir, "data_state",
+                                  f"{jax.process_count()}_processes",
+                                  f"process_{jax.process_index()}")
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -55,7 +59,8 @@ class Checkpointer:
       if tf.io.gfile.glob(prefix + ".index"):
         self._data_checkpoint(iterator).read(prefix).assert_consumed()
       else:
-        logging.warning("No data position saved for step %d; the input pipeline restarts.", step)
+        logging.warning("No data position saved for step %d with %d processes; the input "
+                        "pipeline restarts.", step, jax.process_count())
     return state
 
   def close(self) -> None:

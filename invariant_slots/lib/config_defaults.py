@@ -22,10 +22,33 @@ def training_defaults() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5000
   config.checkpoints_to_keep = 3
   config.num_eval_images = 8
+  # fsdp > 1 shards parameters and optimizer state of at least fsdp_min_size
+  # elements over that many devices; the rest of the mesh is data parallel.
+  config.mesh = dict(fsdp=1, fsdp_min_size=2**16)
   config.losses = ml_collections.ConfigDict(
       {"reconstruction": {"type": "mse", "prediction": "reconstruction",
                           "target": "image", "weight": 1.0}})
   return config
+
+
+def multi_object_data(name: str, resolution: tuple[int, int], max_instances: int,
+                      preprocess: list[str]) -> ml_collections.ConfigDict:
+  """Data config for a multi_object_datasets TFRecord file.
+
+  The file is expected at `~/tensorflow_datasets/multi_object_datasets/NAME_train.tfrecords`
+  unless `data.path` is overridden; the first `num_eval_examples` are held out.
+  """
+  data = ml_collections.ConfigDict()
+  data.source = "multi_object"
+  data.name = name
+  data.path = f"~/tensorflow_datasets/multi_object_datasets/{name}_train.tfrecords"
+  data.num_eval_examples = 320
+  data.resolution = resolution
+  data.max_instances = max_instances
+  data.shuffle_buffer_size = 2048
+  data.preprocess_train = preprocess + ["value_range(0, 1)", "keep('image')"]
+  data.preprocess_eval = preprocess + ["value_range(0, 1)", "keep('image', 'segmentations')"]
+  return data
 
 
 def slot_attention_model(num_slots: int, resolution: int) -> ml_collections.ConfigDict:

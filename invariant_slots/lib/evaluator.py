@@ -18,6 +18,10 @@ def predicted_segmentation(masks: Array) -> Array:
   return jnp.argmax(masks[..., 0], axis=1)
 
 
+# Per-example outputs of the eval step that metrics need from every process.
+PER_EXAMPLE_OUTPUTS = ("loss", "ari", "fg_ari", "psnr", "pred_ids")
+
+
 def make_eval_step(model, config: ml_collections.ConfigDict) -> Callable[..., dict[str, Array]]:
   """Builds `eval_step(params, batch, rng)` returning per-example metrics and outputs."""
   num_true = config.data.max_instances + 1
@@ -43,15 +47,22 @@ def make_eval_step(model, config: ml_collections.ConfigDict) -> Callable[..., di
   return eval_step
 
 
-def batch_metrics(step_outputs: dict[str, np.ndarray], batch: dict[str, np.ndarray],
-                  mask: np.ndarray, config: ml_collections.ConfigDict) -> metrics.EvalMetrics:
-  """One batch's `EvalMetrics` update; padded examples (`mask == False`) are skipped."""
+def batch_metrics(results: dict[str, np.ndarray],
+                  config: ml_collections.ConfigDict) -> metrics.EvalMetrics:
+  """One batch's `EvalMetrics` update.
+
+  Args:
+    results: `PER_EXAMPLE_OUTPUTS` of the eval step plus the ground-truth
+      `segmentations [batch, H, W, 1]` and `mask [batch]` (False for padding,
+      which is skipped).
+    config: The experiment config.
+  """
   fg_miou = metrics.mean_iou_hungarian(
-      batch["segmentations"][..., 0].astype(np.int32), step_outputs["pred_ids"],
+      results["segmentations"][..., 0].astype(np.int32), results["pred_ids"],
       config.data.max_instances + 1, config.model.num_slots)
   return metrics.eval_metrics_from_batch(
-      loss=step_outputs["loss"], ari=step_outputs["ari"], fg_ari=step_outputs["fg_ari"],
-      fg_miou=fg_miou, psnr=step_outputs["psnr"], mask=mask)
+      loss=results["loss"], ari=results["ari"], fg_ari=results["fg_ari"],
+      fg_miou=fg_miou, psnr=results["psnr"], mask=results["mask"])
 
 
 def _montage(images: np.ndarray) -> np.ndarray:

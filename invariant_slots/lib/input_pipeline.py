@@ -31,8 +31,7 @@ class Datasets:
 def shapes_config(data: ml_collections.ConfigDict) -> shapes.ShapesConfig:
   """The synthetic dataset's builder config; its name encodes its options."""
   options = dict(data.shapes)
-  name = "r{resolution}_o{min_objects}-{max_objects}_n{num_train}-{num_validation}_s{seed}".format(
-      **options)
+  name = "_".join(f"{key}{value}" for key, value in sorted(options.items()))
   return shapes.ShapesConfig(name=name, **options)
 
 

@@ -15,6 +15,7 @@ from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from invariant_slots.lib import checkpointing
@@ -59,9 +60,32 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   return optax.chain(*parts, optax.adam(schedule))
 
 
-def make_mesh() -> Mesh:
-  """One `data` axis over every device of every process."""
-  return Mesh(np.asarray(jax.devices()), ("data",))
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+  """A `(data, fsdp)` mesh over every device of every process.
+
+  `config.mesh.fsdp` devices share each large parameter (ZeRO-3 style); the
+  default of 1 is pure data parallelism. The batch is split over both axes.
+  """
+  fsdp = config.get("mesh", {}).get("fsdp", 1)
+  if jax.device_count() % fsdp:
+    raise ConfigError(f"mesh.fsdp={fsdp} does not divide the {jax.device_count()} devices.")
+  return Mesh(np.asarray(jax.devices()).reshape(-1, fsdp), ("data", "fsdp"))
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int) -> Any:
+  """Shards each array of at least `min_size` elements along `fsdp` on its
+  largest dimension divisible by the axis size; replicates the rest."""
+  fsdp = mesh.shape["fsdp"]
+
+  def sharding(leaf) -> NamedSharding:
+    spec = [None] * leaf.ndim
+    if fsdp > 1 and leaf.size >= min_size:
+      divisible = [d for d in range(leaf.ndim) if leaf.shape[d] % fsdp == 0]
+      if divisible:
+        spec[max(divisible, key=lambda d: leaf.shape[d])] = "fsdp"
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+  return jax.tree.map(sharding, abstract_state)
 
 
 def example_batch(config: ml_collections.ConfigDict) -> dict[str, Array]:
@@ -122,25 +146,38 @@ def _global_batch(local: dict[str, Any], sharding: NamedSharding) -> dict[str, A
           for k, v in local.items()}
 
 
-def evaluate(model, state: TrainState, datasets: input_pipeline.Datasets,
+def _local_part(array: Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array."""
+  shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+  return np.concatenate([np.asarray(shard.data) for shard in shards])
+
+
+def evaluate(state: TrainState, datasets: input_pipeline.Datasets,
              config: ml_collections.ConfigDict, eval_step, sharding: NamedSharding,
              writer, step: int) -> dict[str, float]:
-  """Runs the eval split, writes scalars and images, returns the scalars."""
+  """Runs the eval split, writes scalars and images, returns the scalars.
+
+  Every process gathers the per-example results of the whole global batch, so
+  all compute the same metrics; process 0's writer records them.
+  """
   totals = None
-  first = None
+  images = None
   rng = jax.random.PRNGKey(config.seed + 1)
   for batch, mask in input_pipeline.padded_eval_batches(
       datasets.eval, datasets.num_eval_examples, config.batch_size):
-    outputs = jax.device_get(eval_step(state.params, _global_batch(batch, sharding), rng))
-    outputs = {k: np.asarray(v) for k, v in outputs.items()}
-    local = {k: v[:len(mask)] for k, v in outputs.items()}
-    update = evaluator.batch_metrics(local, batch, mask, config)
+    global_batch = _global_batch({**batch, "mask": mask}, sharding)
+    outputs = eval_step(state.params, global_batch, rng)
+    gathered = multihost_utils.process_allgather(
+        {**{k: outputs[k] for k in evaluator.PER_EXAMPLE_OUTPUTS},
+         "segmentations": global_batch["segmentations"], "mask": global_batch["mask"]},
+        tiled=True)
+    update = evaluator.batch_metrics(gathered, config)
     totals = update if totals is None else totals.merge(update)
-    if first is None:
-      first = (local, batch)
+    if images is None:
+      images = evaluator.summary_images(
+          {k: _local_part(v) for k, v in outputs.items()}, batch, config.num_eval_images)
   scalars = {f"eval/{k}": float(v) for k, v in totals.compute().items()}
   writer.write_scalars(step, scalars)
-  images = evaluator.summary_images(*first, num_images=config.num_eval_images)
   writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
   writer.flush()
   return scalars
@@ -152,16 +189,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns:
     The scalars of the last evaluation.
   """
-  mesh = make_mesh()
-  data_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  mesh = make_mesh(config)
+  data_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
   replicated = NamedSharding(mesh, PartitionSpec())
   model = build_model(config)
   tx = make_optimizer(config)
   datasets = input_pipeline.create_datasets(config)
   train_iter = iter(datasets.train)
 
-  state = jax.jit(functools.partial(init_state, model, tx, config),
-                  out_shardings=replicated)()
+  init = functools.partial(init_state, model, tx, config)
+  state_sharding = state_shardings(jax.eval_shape(init), mesh,
+                                   config.get("mesh", {}).get("fsdp_min_size", 2**16))
+  state = jax.jit(init, out_shardings=state_sharding)()
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoints_to_keep)
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -176,11 +215,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if initial_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.items()})
   train_step = jax.jit(make_train_step(model, tx, config),
-                       in_shardings=(replicated, data_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+                       in_shardings=(state_sharding, data_sharding),
+                       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   eval_step = jax.jit(evaluator.make_eval_step(model, config),
-                      in_shardings=(replicated, data_sharding, replicated))
-  run_eval = functools.partial(evaluate, model, datasets=datasets, config=config,
+                      in_shardings=(state_sharding.params, data_sharding, replicated))
+  run_eval = functools.partial(evaluate, datasets=datasets, config=config,
                                eval_step=eval_step, sharding=data_sharding, writer=writer)
 
   if config.num_train_steps == 0:
@@ -204,16 +243,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step += 1
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       report(step, time.time())
-      if step % config.log_loss_every_steps == 0 or step == config.num_train_steps:
+      last = step == config.num_train_steps
+      save = step % config.checkpoint_every_steps == 0 or last or preemption.requested
+      if step % config.log_loss_every_steps == 0 or save:
         values = {f"train/{k}": float(v) for k, v in train_metrics.compute().items()}
         if not np.isfinite(values["train/loss"]):
           raise FloatingPointError(
-              f"Loss is {values['train/loss']} at step {step}; the checkpoint of step "
-              f"{checkpointer.latest_step()} is kept. Lower learning_rate or set max_grad_norm.")
-        writer.write_scalars(step, values)
-        train_metrics = None
-      last = step == config.num_train_steps
-      if step % config.checkpoint_every_steps == 0 or last or preemption.requested:
+              f"Loss is {values['train/loss']} at step {step} (averaged since the last log); "
+              f"the last good checkpoint (step {checkpointer.latest_step()}) is kept. "
+              "Lower learning_rate or set max_grad_norm.")
+        if step % config.log_loss_every_steps == 0 or last:
+          writer.write_scalars(step, values)
+          train_metrics = None
+      if save:
         checkpointer.save(step, state, train_iter)
       if preemption.requested:
         logging.warning("Checkpointed step %d after SIGTERM; exiting.", step)

@@ -1,0 +1,87 @@
+"""Multi-process, sharded and preemption tests: real processes on this machine."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tests.training_utils import REPO, read_scalars, run_main, tiny_flags
+
+STEPS = 10
+
+
+def _losses(workdir) -> list[float]:
+  values = read_scalars(str(workdir), "train/loss")
+  assert sorted(values) == list(range(1, STEPS + 1)), values
+  return [values[s] for s in range(1, STEPS + 1)]
+
+
+def test_two_processes_match_one_process_and_restore_in_one(tmp_path, shapes_data_dir):
+  flags = tiny_flags(shapes_data_dir, num_train_steps=STEPS)
+  single = tmp_path / "single"
+  result = run_main(flags + [f"--workdir={single}"], num_devices=4)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  multi = tmp_path / "multi"
+  env = dict(os.environ, DEVICES_PER_PROCESS="2", JAX_PLATFORMS="cpu")
+  result = subprocess.run(["bash", "launch/local.sh", "2", flags[0], str(multi), *flags[1:]],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert "Process 1 of 2; 2 local of 4 global devices." in result.stdout + result.stderr
+  np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5, atol=1e-6)
+  # Only process 0 writes metrics; the checkpoint is complete.
+  assert len(glob.glob(str(multi / "events.out.tfevents.*"))) == 1
+  assert os.path.isdir(multi / "checkpoints" / str(STEPS))
+
+  # A single process restores the two-process checkpoint and evaluates it.
+  result = run_main(tiny_flags(shapes_data_dir, num_train_steps=0) + [f"--workdir={multi}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"eval: step {STEPS}" in result.stdout
+
+
+def test_fsdp_matches_data_parallel(tmp_path, shapes_data_dir):
+  losses = []
+  for fsdp in (1, 2):
+    workdir = tmp_path / f"fsdp_{fsdp}"
+    flags = tiny_flags(shapes_data_dir, num_train_steps=STEPS,
+                       **{"mesh.fsdp": fsdp, "mesh.fsdp_min_size": 1024})
+    result = run_main(flags + [f"--workdir={workdir}"], num_devices=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses.append(_losses(workdir))
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_checkpoints_and_resume_reproduces_the_trajectory(tmp_path, shapes_data_dir):
+  steps = 40
+  flags = tiny_flags(shapes_data_dir, num_train_steps=steps, checkpoint_every_steps=1000)
+  straight = tmp_path / "straight"
+  result = run_main(flags + [f"--workdir={straight}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  interrupted = tmp_path / "interrupted"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  process = subprocess.Popen(
+      [sys.executable, "-m", "invariant_slots.main", *flags, f"--workdir={interrupted}"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not read_scalars(str(interrupted), "train/loss") and time.time() < deadline:
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-3000:]
+  saved = [int(d) for d in os.listdir(interrupted / "checkpoints") if d.isdigit()]
+  assert len(saved) == 1 and 0 < saved[0] < steps, saved
+
+  result = run_main(flags + [f"--workdir={interrupted}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = read_scalars(str(straight), "train/loss")
+  actual = read_scalars(str(interrupted), "train/loss")
+  assert sorted(actual) == sorted(expected) == list(range(1, steps + 1))
+  np.testing.assert_allclose([actual[s] for s in range(1, steps + 1)],
+                             [expected[s] for s in range(1, steps + 1)], rtol=1e-6)
