@@ -33,7 +33,8 @@ def run(processes: int, devices_per_process: int, steps: int, batch_size: int,
         data_dir: str) -> float:
   """Steady-state steps/s, timed between step 10 and the last step."""
   workdir = tempfile.mkdtemp(prefix="scaling_")
-  flags = [f"--config={REPO}/configs/shapes.py", f"--config.num_train_steps={steps}",
+  config = f"{REPO}/configs/shapes.py"
+  flags = [f"--config={config}", f"--config.num_train_steps={steps}",
            f"--config.batch_size={batch_size}", "--config.log_loss_every_steps=1",
            "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000",
            f"--config.data.data_dir={data_dir}"]
@@ -43,7 +44,7 @@ def run(processes: int, devices_per_process: int, steps: int, batch_size: int,
     command = [sys.executable, "-m", "invariant_slots.main", f"--workdir={workdir}", *flags]
   else:
     env["DEVICES_PER_PROCESS"] = str(devices_per_process)
-    command = ["bash", f"{REPO}/launch/local.sh", str(processes), flags[0], workdir, *flags[1:]]
+    command = ["bash", f"{REPO}/launch/local.sh", str(processes), config, workdir, *flags[1:]]
   subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
   times = _step_times(workdir)
   return (steps - 10) / (times[steps] - times[10])

@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
   config = config_defaults.training_defaults()
   config.batch_size = 16
-  config.num_train_steps = 8000
+  config.num_train_steps = 10_000
   config.learning_rate = 1e-3
   config.lr_schedule = "cosine"
   config.warmup_steps = 300
@@ -27,17 +27,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = "shapes"
   # None: the TFDS default directory (~/tensorflow_datasets).
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.shapes = dict(resolution=32, min_objects=2, max_objects=4,
-                            min_size=0.15, max_size=0.25,
+  config.data.shapes = dict(resolution=32, min_objects=3, max_objects=3,
+                            min_size=0.12, max_size=0.22,
                             num_train=20_000, num_validation=512, seed=0)
   config.data.resolution = (32, 32)
-  config.data.max_instances = 4  # Largest instance id (0 is background).
+  config.data.max_instances = 3  # Largest instance id (0 is background).
   config.data.shuffle_buffer_size = 2048
+  # Training-data shards, each shuffled on its own; 0: one per process. The
+  # global batch depends only on this, not on the number of processes.
+  config.data.num_shards = 0
   config.data.preprocess_train = ["value_range(0, 1)", "keep('image')"]
   config.data.preprocess_eval = ["value_range(0, 1)", "keep('image', 'segmentations')"]
 
   config.model = ml_collections.ConfigDict()
-  config.model.num_slots = 5
+  config.model.num_slots = 4
   config.model.slot_size = 64
   config.model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1],
                               kernel_size=3, mlp_size=64)

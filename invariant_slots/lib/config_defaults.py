@@ -46,6 +46,7 @@ def multi_object_data(name: str, resolution: tuple[int, int], max_instances: int
   data.resolution = resolution
   data.max_instances = max_instances
   data.shuffle_buffer_size = 2048
+  data.num_shards = 0  # Training-data shards; 0: one per process.
   data.preprocess_train = preprocess + ["value_range(0, 1)", "keep('image')"]
   data.preprocess_eval = preprocess + ["value_range(0, 1)", "keep('image', 'segmentations')"]
   return data

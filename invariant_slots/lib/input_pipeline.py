@@ -35,19 +35,40 @@ def shapes_config(data: ml_collections.ConfigDict) -> shapes.ShapesConfig:
   return shapes.ShapesConfig(name=name, **options)
 
 
-def _load_split(data: ml_collections.ConfigDict, train: bool) -> tuple[tf.data.Dataset, int]:
-  """This process's shard of the train or eval split, and the split's size."""
+def _load_split(data: ml_collections.ConfigDict, train: bool, num_shards: int,
+                shard: int) -> tuple[tf.data.Dataset, int]:
+  """Shard `shard` of `num_shards` of the train or eval split, and the split's size."""
   if data.source == "shapes":
     config = shapes_config(data)
     split = "train" if train else "validation"
     size = config.num_train if train else config.num_validation
-    return shapes.load(config, tfds.split_for_jax_process(split), data_dir=data.data_dir), size
+    split = tfds.even_splits(split, n=num_shards)[shard]
+    return shapes.load(config, split, data_dir=data.data_dir), size
   if data.source == "multi_object":
     dataset = multi_object.load(data.name, os.path.expanduser(data.path))
     num_eval = data.num_eval_examples
     dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
-    return dataset.shard(jax.process_count(), jax.process_index()), num_eval
+    return dataset.shard(num_shards, shard), num_eval
   raise ConfigError(f"Unknown data.source {data.source!r}; use 'shapes' or 'multi_object'.")
+
+
+def _train_shards(config: ml_collections.ConfigDict) -> list[int]:
+  """The training-data shards this process reads.
+
+  The training split is cut into `data.num_shards` shards (default: one per
+  process), each read, shuffled and batched on its own; a process reads the
+  shards of its rank and the global batch is their concatenation in shard
+  order. So the global batch depends on `num_shards` only, not on how many
+  processes or devices there are.
+  """
+  num_shards = config.data.get("num_shards") or jax.process_count()
+  if num_shards % jax.process_count() or config.batch_size % num_shards:
+    raise ConfigError(
+        f"data.num_shards={num_shards} must be a multiple of the {jax.process_count()} "
+        f"processes and divide batch_size={config.batch_size}.")
+  per_process = num_shards // jax.process_count()
+  first = jax.process_index() * per_process
+  return list(range(first, first + per_process))
 
 
 def _options() -> tf.data.Options:
@@ -70,12 +91,20 @@ def create_datasets(config: ml_collections.ConfigDict) -> Datasets:
   """Builds the shuffled, repeated train pipeline and the single-pass eval one."""
   data = config.data
   batch = local_batch_size(config.batch_size)
-  train, _ = _load_split(data, train=True)
-  train = train.repeat().shuffle(data.shuffle_buffer_size, seed=config.seed)
-  train = train.map(preprocessing.build_ops(data.preprocess_train),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-  train = train.batch(batch, drop_remainder=True).prefetch(2).with_options(_options())
-  evaluation, num_eval = _load_split(data, train=False)
+  shards = _train_shards(config)
+  num_shards = len(shards) * jax.process_count()
+  preprocess_train = preprocessing.build_ops(data.preprocess_train)
+  parts = []
+  for shard in shards:
+    part, _ = _load_split(data, train=True, num_shards=num_shards, shard=shard)
+    part = part.repeat().shuffle(data.shuffle_buffer_size, seed=config.seed + shard)
+    part = part.map(preprocess_train, num_parallel_calls=tf.data.AUTOTUNE)
+    parts.append(part.batch(config.batch_size // num_shards, drop_remainder=True))
+  train = tf.data.Dataset.zip(tuple(parts)).map(
+      lambda *batches: {k: tf.concat([b[k] for b in batches], 0) for k in batches[0]})
+  train = train.prefetch(2).with_options(_options())
+  evaluation, num_eval = _load_split(data, train=False, num_shards=jax.process_count(),
+                                     shard=jax.process_index())
   evaluation = evaluation.map(preprocessing.build_ops(data.preprocess_eval),
                               num_parallel_calls=tf.data.AUTOTUNE)
   evaluation = evaluation.batch(batch).prefetch(2).with_options(_options())
