@@ -244,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       report(step, time.time())
       last = step == config.num_train_steps
-      save = step % config.checkpoint_every_steps == 0 or last or preemption.requested
+      stop = preemption.requested  # Read once: the signal may arrive at any time.
+      save = step % config.checkpoint_every_steps == 0 or last or stop
       if step % config.log_loss_every_steps == 0 or save:
         values = {f"train/{k}": float(v) for k, v in train_metrics.compute().items()}
         if not np.isfinite(values["train/loss"]):
@@ -257,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           train_metrics = None
       if save:
         checkpointer.save(step, state, train_iter)
-      if preemption.requested:
+      if stop:
         logging.warning("Checkpointed step %d after SIGTERM; exiting.", step)
         break
       if step % config.eval_every_steps == 0 or last:
