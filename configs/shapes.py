@@ -2,8 +2,9 @@
 
     python -m invariant_slots.main --config=configs/shapes.py --workdir=/tmp/shapes
 
-32x32 scenes of 2-4 shapes; SA-ID with learned slot embeddings trains stably
-at this size within half an hour on two CPU cores.
+32x32 scenes of exactly 3 shapes, 4 slots, SA-ID with learned slot embeddings:
+about 6 steps/s, 10k steps in under half an hour on two CPU cores. The dataset
+itself supports 2-6 objects at 32, 64 or 128 px through `data.shapes`.
 """
 
 import ml_collections
