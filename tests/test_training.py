@@ -88,3 +88,16 @@ def test_unknown_corrector_on_the_command_line(tmp_path):
   assert "Traceback" not in result.stderr
   assert "error: Unknown corrector 'Foo'; valid names: SA, SA-noGRU, SA-ID, TF, TF-Inv, " \
          "TF-Inv+GRU." in result.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shapes_data_dir):
+  workdir = str(tmp_path / "diverge")
+  trainer.train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=2,
+                                         checkpoint_every_steps=2), workdir)
+  # An absurd learning rate overflows the parameters within a few more steps.
+  config = tiny_config(shapes_data_dir, num_train_steps=8, checkpoint_every_steps=2,
+                       learning_rate=1e30, lr_schedule="constant")
+  with pytest.raises(FloatingPointError, match=r"Loss is (nan|inf) at step \d+.*step 2"):
+    trainer.train_and_evaluate(config, workdir)
+  assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                if d.isdigit()) == [2]
