@@ -14,9 +14,9 @@ import time
 import jax
 import numpy as np
 
+from invariant_slots import pipelines
 from invariant_slots.lib import config_defaults
 from invariant_slots.lib import trainer
-from invariant_slots.modules.models import build_model
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "configs", "shapes.py")
@@ -26,9 +26,10 @@ def measure(corrector: str, iterations: int, batch_size: int, repeats: int) -> d
   config = config_defaults.load_config(CONFIG, **{
       "model.corrector.name": corrector, "model.corrector.num_iterations": iterations,
       "batch_size": batch_size})
-  model = build_model(config)
+  pipeline = pipelines.get_pipeline(config)
+  model = pipeline.build_model(config)
   tx = trainer.make_optimizer(config)
-  state = trainer.init_state(model, tx, config)
+  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
   height, width = config.data.resolution
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((batch_size, height, width, 3), dtype=np.float32)}

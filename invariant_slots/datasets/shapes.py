@@ -136,6 +136,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
     max_size: Maximum object half-extent relative to the image side.
     max_rotation_deg: Objects (except circles) are rotated uniformly in
       [-max_rotation_deg, max_rotation_deg]; 0 disables rotation.
+    min_gap: -1 lets objects occlude each other; n >= 0 keeps them apart,
+      with at least n background pixels between any two objects (in the
+      max-norm, so n = 0 allows touching but not overlapping).
 
   Note: prepared data is cached under data_dir/shapes/<name>/<version>, so
   custom configs with different parameters need different names.
@@ -150,6 +153,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
   min_size: float = 0.10
   max_size: float = 0.20
   max_rotation_deg: float = 0.0
+  min_gap: int = -1
 
   def __post_init__(self):
     if self.resolution < 8:
@@ -165,6 +169,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
       raise ValueError("Need 0 < min_size <= max_size <= "
                        f"{0.5 / max_extent:.3f}, got {self.min_size}, "
                        f"{self.max_size}.")
+    if self.min_gap < -1:
+      raise ValueError(f"min_gap must be -1 (occlusion) or >= 0, got "
+                       f"{self.min_gap}.")
     if self.num_train < 0 or self.num_validation < 0:
       raise ValueError("num_train and num_validation must be >= 0.")
 
@@ -271,6 +278,23 @@ def shape_mask(shape: str | int, position: Sequence[float], size: float,
   return (r0, r1, c0, c1), _inside(shape, dx, dy, size * resolution, rotation)
 
 
+def _too_close(seg: np.ndarray, window: tuple[int, int, int, int],
+               mask: np.ndarray, gap: int) -> bool:
+  """Whether `mask` (at `window` of `seg`) lies within `gap` px of an object."""
+  r0, r1, c0, c1 = window
+  res = seg.shape[0]
+  grown = np.zeros((r1 - r0 + 2 * gap, c1 - c0 + 2 * gap), bool)
+  for dr in range(2 * gap + 1):
+    for dc in range(2 * gap + 1):
+      grown[dr:dr + r1 - r0, dc:dc + c1 - c0] |= mask
+  # Clip the grown window to the image.
+  top, left = r0 - gap, c0 - gap
+  rows = slice(max(0, -top), grown.shape[0] - max(0, r1 + gap - res))
+  cols = slice(max(0, -left), grown.shape[1] - max(0, c1 + gap - res))
+  region = seg[max(0, top):min(res, r1 + gap), max(0, left):min(res, c1 + gap)]
+  return bool(np.any(region[grown[rows, cols]]))
+
+
 def _sample_placement(rng: np.random.Generator, config: ShapesConfig
                       ) -> tuple[int, float, float, np.ndarray]:
   """Samples (shape index, size, rotation, position [2]) of one object."""
@@ -295,7 +319,9 @@ def render_scene(rng: np.random.Generator,
   stops adding objects) if the new object covers fewer than
   `MIN_VISIBLE_PIXELS` pixels, or if it would leave any earlier object with
   fewer than max(MIN_VISIBLE_PIXELS, MIN_VISIBLE_FRACTION * full area)
-  visible pixels. Scenes with fewer than `min_objects` objects are redrawn.
+  visible pixels, or (with `min_gap` >= 0) if it comes within `min_gap`
+  pixels of an earlier object. Scenes with fewer than `min_objects` objects
+  are redrawn.
 
   Args:
     rng: Numpy random generator (the only source of randomness).
@@ -327,6 +353,9 @@ def render_scene(rng: np.random.Generator,
                                             rotation, res)
         area = int(np.count_nonzero(mask))
         if area < MIN_VISIBLE_PIXELS:
+          continue
+        if config.min_gap >= 0 and _too_close(seg, (r0, r1, c0, c1), mask,
+                                              config.min_gap):
           continue
         window = seg[r0:r1, c0:c1]
         covered = np.bincount(window[mask], minlength=obj_id)[1:obj_id]

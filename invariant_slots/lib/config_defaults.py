@@ -8,6 +8,7 @@ import ml_collections
 def training_defaults() -> ml_collections.ConfigDict:
   """Trainer keys every experiment has; experiments override what they need."""
   config = ml_collections.ConfigDict()
+  config.pipeline = "images"  # images | video | multiview | set_prediction (see pipelines/)
   config.seed = 42
   config.batch_size = 64
   config.num_train_steps = 500_000

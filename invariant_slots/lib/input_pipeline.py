@@ -3,7 +3,7 @@
 import dataclasses
 import math
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import ml_collections
@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from invariant_slots.datasets import multi_object
 from invariant_slots.datasets import shapes
 from invariant_slots.lib import preprocessing
-from invariant_slots.registry import ConfigError
+from invariant_slots.registry import ConfigError, Registry
 
 Batch = dict[str, np.ndarray]
 
@@ -35,21 +35,36 @@ def shapes_config(data: ml_collections.ConfigDict) -> shapes.ShapesConfig:
   return shapes.ShapesConfig(name=name, **options)
 
 
+# data.source name -> `load(data, train, num_shards, shard) -> (dataset, split size)`:
+# shard `shard` of `num_shards` of the train (train=True) or eval split, as a
+# `tf.data.Dataset` of feature dicts before preprocessing.
+DataSource = Callable[[ml_collections.ConfigDict, bool, int, int], tuple[tf.data.Dataset, int]]
+DATA_SOURCES: Registry[DataSource] = Registry("data source")
+
+
+@DATA_SOURCES.register("shapes")
+def _load_shapes(data: ml_collections.ConfigDict, train: bool, num_shards: int,
+                 shard: int) -> tuple[tf.data.Dataset, int]:
+  config = shapes_config(data)
+  split = "train" if train else "validation"
+  size = config.num_train if train else config.num_validation
+  split = tfds.even_splits(split, n=num_shards)[shard]
+  return shapes.load(config, split, data_dir=data.data_dir), size
+
+
+@DATA_SOURCES.register("multi_object")
+def _load_multi_object(data: ml_collections.ConfigDict, train: bool, num_shards: int,
+                       shard: int) -> tuple[tf.data.Dataset, int]:
+  dataset = multi_object.load(data.name, os.path.expanduser(data.path))
+  num_eval = data.num_eval_examples
+  dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
+  return dataset.shard(num_shards, shard), num_eval
+
+
 def _load_split(data: ml_collections.ConfigDict, train: bool, num_shards: int,
                 shard: int) -> tuple[tf.data.Dataset, int]:
   """Shard `shard` of `num_shards` of the train or eval split, and the split's size."""
-  if data.source == "shapes":
-    config = shapes_config(data)
-    split = "train" if train else "validation"
-    size = config.num_train if train else config.num_validation
-    split = tfds.even_splits(split, n=num_shards)[shard]
-    return shapes.load(config, split, data_dir=data.data_dir), size
-  if data.source == "multi_object":
-    dataset = multi_object.load(data.name, os.path.expanduser(data.path))
-    num_eval = data.num_eval_examples
-    dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
-    return dataset.shard(num_shards, shard), num_eval
-  raise ConfigError(f"Unknown data.source {data.source!r}; use 'shapes' or 'multi_object'.")
+  return DATA_SOURCES.get(data.source)(data, train, num_shards, shard)
 
 
 def _train_shards(config: ml_collections.ConfigDict) -> list[int]:

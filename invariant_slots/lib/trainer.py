@@ -15,15 +15,14 @@ from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from invariant_slots import pipelines
 from invariant_slots.lib import checkpointing
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
-from invariant_slots.modules.models import build_model
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
@@ -88,16 +87,11 @@ def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int) -> Any:
   return jax.tree.map(sharding, abstract_state)
 
 
-def example_batch(config: ml_collections.ConfigDict) -> dict[str, Array]:
-  """A one-example dummy batch for initialisation."""
-  height, width = config.data.resolution
-  return {"image": jnp.zeros((1, height, width, 3), jnp.float32)}
-
-
-def init_state(model, tx, config: ml_collections.ConfigDict) -> TrainState:
+def init_state(model, tx, example_batch: dict[str, Array],
+               config: ml_collections.ConfigDict) -> TrainState:
   rng = jax.random.PRNGKey(config.seed)
   init_rng, slots_rng, state_rng = jax.random.split(rng, 3)
-  params = model.init({"params": init_rng, "slots": slots_rng}, example_batch(config))["params"]
+  params = model.init({"params": init_rng, "slots": slots_rng}, example_batch)["params"]
   return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                     opt_state=tx.init(params), rng=state_rng)
 
@@ -140,49 +134,6 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _global_batch(local: dict[str, Any], sharding: NamedSharding) -> dict[str, Array]:
-  """Assembles the global batch from every process's `[local_batch, ...]` part."""
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local.items()}
-
-
-def _local_part(array: Array) -> np.ndarray:
-  """This process's rows of a batch-sharded global array."""
-  shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
-  return np.concatenate([np.asarray(shard.data) for shard in shards])
-
-
-def evaluate(state: TrainState, datasets: input_pipeline.Datasets,
-             config: ml_collections.ConfigDict, eval_step, sharding: NamedSharding,
-             writer, step: int) -> dict[str, float]:
-  """Runs the eval split, writes scalars and images, returns the scalars.
-
-  Every process gathers the per-example results of the whole global batch, so
-  all compute the same metrics; process 0's writer records them.
-  """
-  totals = None
-  images = None
-  rng = jax.random.PRNGKey(config.seed + 1)
-  for batch, mask in input_pipeline.padded_eval_batches(
-      datasets.eval, datasets.num_eval_examples, config.batch_size):
-    global_batch = _global_batch({**batch, "mask": mask}, sharding)
-    outputs = eval_step(state.params, global_batch, rng)
-    gathered = multihost_utils.process_allgather(
-        {**{k: outputs[k] for k in evaluator.PER_EXAMPLE_OUTPUTS},
-         "segmentations": global_batch["segmentations"], "mask": global_batch["mask"]},
-        tiled=True)
-    update = evaluator.batch_metrics(gathered, config)
-    totals = update if totals is None else totals.merge(update)
-    if images is None:
-      images = evaluator.summary_images(
-          {k: _local_part(v) for k, v in outputs.items()}, batch, config.num_eval_images)
-  scalars = {f"eval/{k}": float(v) for k, v in totals.compute().items()}
-  writer.write_scalars(step, scalars)
-  writer.write_images(step, {f"eval/{k}": v for k, v in images.items()})
-  writer.flush()
-  return scalars
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
@@ -192,12 +143,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = make_mesh(config)
   data_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
   replicated = NamedSharding(mesh, PartitionSpec())
-  model = build_model(config)
+  pipeline = pipelines.get_pipeline(config)
+  model = pipeline.build_model(config)
   tx = make_optimizer(config)
   datasets = input_pipeline.create_datasets(config)
   train_iter = iter(datasets.train)
 
-  init = functools.partial(init_state, model, tx, config)
+  init = functools.partial(init_state, model, tx, pipeline.example_batch(config), config)
   state_sharding = state_shardings(jax.eval_shape(init), mesh,
                                    config.get("mesh", {}).get("fsdp_min_size", 2**16))
   state = jax.jit(init, out_shardings=state_sharding)()
@@ -217,10 +169,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.jit(make_train_step(model, tx, config),
                        in_shardings=(state_sharding, data_sharding),
                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(evaluator.make_eval_step(model, config),
+  eval_step = jax.jit(pipeline.make_eval_step(model, config),
                       in_shardings=(state_sharding.params, data_sharding, replicated))
-  run_eval = functools.partial(evaluate, datasets=datasets, config=config,
-                               eval_step=eval_step, sharding=data_sharding, writer=writer)
+
+  def run_eval(state: TrainState, step: int) -> dict[str, float]:
+    return evaluator.evaluate(state.params, pipeline, eval_step, datasets, config,
+                              data_sharding, writer, step)
 
   if config.num_train_steps == 0:
     scalars = run_eval(state=state, step=initial_step)
@@ -237,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start = time.time()
   try:
     while step < config.num_train_steps:
-      batch = _global_batch(next(train_iter), data_sharding)
+      batch = evaluator.global_batch(next(train_iter), data_sharding)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, step_metrics = train_step(state, batch)
       step += 1

@@ -1,0 +1,4 @@
+"""Pipelines: images, and the others registered on import."""
+
+from invariant_slots.pipelines import images
+from invariant_slots.pipelines.base import PIPELINES, Pipeline, get_pipeline

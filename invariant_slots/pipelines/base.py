@@ -1,0 +1,61 @@
+"""What a pipeline plugs into the shared trainer, and the registry of pipelines.
+
+A pipeline (images, video, multi-view, set prediction) is one `Pipeline`
+subclass registered under the name that `config.pipeline` selects. The trainer
+is the same for all: it builds the model and the example batch through the
+pipeline, trains on `config.losses`, and at evaluation runs the pipeline's
+eval step, all-gathers its `per_example_outputs` from every process and turns
+them into the pipeline's CLU metrics and TensorBoard images.
+"""
+
+from typing import Any, Callable
+
+import clu.metrics
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from invariant_slots.registry import Registry
+
+Array = jax.Array
+EvalStep = Callable[[Any, dict[str, Array], Array], dict[str, Array]]
+
+
+class Pipeline:
+  """Model, eval step, metrics and summary images of one kind of experiment."""
+
+  # Keys of the eval step's outputs with one row per example that every
+  # process needs to compute the metrics (ground truth included); the trainer
+  # all-gathers them together with the padding `mask [batch]`.
+  per_example_outputs: tuple[str, ...] = ()
+
+  def build_model(self, config: ml_collections.ConfigDict) -> nn.Module:
+    """The model of `config.model`; raises `ConfigError` on bad settings."""
+    raise NotImplementedError
+
+  def example_batch(self, config: ml_collections.ConfigDict) -> dict[str, Array]:
+    """A one-example dummy batch with the model's input keys, for `init`."""
+    raise NotImplementedError
+
+  def make_eval_step(self, model: nn.Module, config: ml_collections.ConfigDict) -> EvalStep:
+    """`eval_step(params, batch, rng) -> outputs` (jitted by the trainer)."""
+    raise NotImplementedError
+
+  def batch_metrics(self, gathered: dict[str, np.ndarray],
+                    config: ml_collections.ConfigDict) -> clu.metrics.Collection:
+    """One global batch's metrics from the gathered per-example outputs."""
+    raise NotImplementedError
+
+  def summary_images(self, outputs: dict[str, np.ndarray], batch: dict[str, np.ndarray],
+                     num_images: int) -> dict[str, np.ndarray]:
+    """Named image batches `[n, H, W, C]` in [0, 1] for TensorBoard."""
+    raise NotImplementedError
+
+
+PIPELINES: Registry[Pipeline] = Registry("pipeline")
+
+
+def get_pipeline(config: ml_collections.ConfigDict) -> Pipeline:
+  """The pipeline named by `config.pipeline` (default "images")."""
+  return PIPELINES.get(config.get("pipeline", "images"))()
