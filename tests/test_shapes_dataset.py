@@ -1,5 +1,6 @@
 """Tests for the synthetic shapes dataset (invariant_slots.datasets.shapes)."""
 
+import colorsys
 import itertools
 import math
 
@@ -155,6 +156,44 @@ def test_circle_area_matches_closed_form():
   assert found >= 3
 
 
+@pytest.mark.parametrize("gap", [0, 1, 2])
+def test_min_gap_keeps_objects_apart(gap):
+  config = shapes.ShapesConfig(name="gap", resolution=32, min_objects=3,
+                               max_objects=3, min_size=0.12, max_size=0.22,
+                               min_gap=gap)
+  for scene in _scenes(config, count=60):
+    seg = scene["segmentations"][..., 0].astype(np.int32)
+    ids = range(1, int(scene["num_objects"]) + 1)
+    # No occlusion: every object shows its whole rasterised shape.
+    for i, obj_id in enumerate(ids):
+      _, mask = shapes.shape_mask(scene["objects"]["shape"][i],
+                                  scene["objects"]["position"][i],
+                                  scene["objects"]["size"][i],
+                                  scene["objects"]["rotation"][i], 32)
+      assert (seg == obj_id).sum() == mask.sum()
+    # Max-norm distance between pixels of different objects exceeds `gap`.
+    for a, b in itertools.combinations(ids, 2):
+      pa, pb = np.argwhere(seg == a), np.argwhere(seg == b)
+      dist = np.abs(pa[:, None] - pb[None]).max(-1).min()
+      assert dist > gap
+
+
+def test_num_colors_spaces_hues_evenly():
+  config = shapes.ShapesConfig(name="hues", resolution=32, min_objects=3,
+                               max_objects=3, num_colors=6)
+  np.testing.assert_allclose(config.hues, [0, 60, 120, 180, 240, 300])
+  seen = set()
+  for scene in _scenes(config, count=60):
+    hues = [round(colorsys.rgb_to_hsv(*c)[0] * 360) % 360
+            for c in scene["objects"]["color"]]
+    assert len(set(hues)) == len(hues)  # Distinct within a scene.
+    seen.update(hues)
+  # Only the 6 hues occur (up to uint8 rounding of the colour).
+  assert len(seen) == 6
+  assert all(min(abs(h - t) for t in (0, 60, 120, 180, 240, 300, 360)) <= 1
+             for h in seen)
+
+
 def test_config_validation():
   with pytest.raises(ValueError):
     shapes.ShapesConfig(name="bad", min_objects=3, max_objects=2)
@@ -162,6 +201,12 @@ def test_config_validation():
     shapes.ShapesConfig(name="bad", max_objects=len(shapes.PALETTE_HUES) + 1)
   with pytest.raises(ValueError):
     shapes.ShapesConfig(name="bad", max_size=0.6)
+  with pytest.raises(ValueError):
+    shapes.ShapesConfig(name="bad", num_colors=1)
+  with pytest.raises(ValueError):
+    shapes.ShapesConfig(name="bad", num_colors=4, max_objects=5)
+  with pytest.raises(ValueError):
+    shapes.ShapesConfig(name="bad", min_gap=-2)
 
 
 def test_predefined_configs():

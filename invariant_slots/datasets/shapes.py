@@ -136,6 +136,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
     max_size: Maximum object half-extent relative to the image side.
     max_rotation_deg: Objects (except circles) are rotated uniformly in
       [-max_rotation_deg, max_rotation_deg]; 0 disables rotation.
+    num_colors: 0 uses the whole `PALETTE_HUES` palette; n >= 2 uses n hues
+      evenly spaced around the colour wheel (starting at red), so that with
+      few colours every two objects differ clearly in hue.
     min_gap: -1 lets objects occlude each other; n >= 0 keeps them apart,
       with at least n background pixels between any two objects (in the
       max-norm, so n = 0 allows touching but not overlapping).
@@ -153,6 +156,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
   min_size: float = 0.10
   max_size: float = 0.20
   max_rotation_deg: float = 0.0
+  num_colors: int = 0
   min_gap: int = -1
 
   def __post_init__(self):
@@ -161,8 +165,11 @@ class ShapesConfig(tfds.core.BuilderConfig):
     if not 1 <= self.min_objects <= self.max_objects:
       raise ValueError("Need 1 <= min_objects <= max_objects, got "
                        f"{self.min_objects}, {self.max_objects}.")
-    if self.max_objects > len(PALETTE_HUES):
-      raise ValueError(f"max_objects must be <= {len(PALETTE_HUES)} (palette "
+    if self.num_colors == 1 or self.num_colors < 0:
+      raise ValueError(f"num_colors must be 0 (full palette) or >= 2, got "
+                       f"{self.num_colors}.")
+    if self.max_objects > len(self.hues):
+      raise ValueError(f"max_objects must be <= {len(self.hues)} (palette "
                        f"size) so colours are distinct, got {self.max_objects}.")
     max_extent = math.sqrt(2.0) if self.max_rotation_deg else 1.0
     if not 0.0 < self.min_size <= self.max_size <= 0.5 / max_extent:
@@ -174,6 +181,18 @@ class ShapesConfig(tfds.core.BuilderConfig):
                        f"{self.min_gap}.")
     if self.num_train < 0 or self.num_validation < 0:
       raise ValueError("num_train and num_validation must be >= 0.")
+
+  @property
+  def hues(self) -> tuple[float, ...]:
+    """Object hues of this config, in degrees."""
+    return _hues(self.num_colors)
+
+
+def _hues(num_colors: int) -> tuple[float, ...]:
+  """Object hues in degrees: the default palette or `num_colors` evenly spaced."""
+  if num_colors == 0:
+    return PALETTE_HUES
+  return tuple(360.0 * i / num_colors for i in range(num_colors))
 
 
 def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
@@ -337,7 +356,7 @@ def render_scene(rng: np.random.Generator,
   res = config.resolution
   for _ in range(_MAX_SCENE_ATTEMPTS):
     target = int(rng.integers(config.min_objects, config.max_objects + 1))
-    color_ids = rng.permutation(len(PALETTE_HUES))[:target]
+    color_ids = rng.permutation(len(config.hues))[:target]
     values = _PALETTE_VALUE + rng.uniform(
         -_PALETTE_VALUE_JITTER, _PALETTE_VALUE_JITTER, size=target)
     seg = np.zeros((res, res), np.uint8)
@@ -376,7 +395,7 @@ def render_scene(rng: np.random.Generator,
                        f"{config.min_objects} objects; config too crowded.")
 
   n = len(objects)
-  hsv = [colorsys.hsv_to_rgb(PALETTE_HUES[c] / 360.0, 1.0, float(val))
+  hsv = [colorsys.hsv_to_rgb(config.hues[c] / 360.0, 1.0, float(val))
          for c, val in zip(color_ids[:n], values[:n])]
   colors = _quantize(np.array(hsv, np.float64).reshape(n, 3))
   background = _quantize(np.array(
