@@ -22,5 +22,6 @@ setuptools.setup(
         "absl-py",
         "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.
     ],
-    extras_require={"test": ["pytest", "scikit-learn"], "plots": ["matplotlib"]},
+    extras_require={"test": ["pytest", "scikit-learn"], "plots": ["matplotlib"],
+                    "bench": ["torch"]},
 )

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from invariant_slots import pipelines
 from invariant_slots.lib import trainer
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.registry import ConfigError
@@ -101,3 +104,46 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shap
     trainer.train_and_evaluate(config, workdir)
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                 if d.isdigit()) == [2]
+
+
+def test_train_and_eval_steps_compile_once(tmp_path, shapes_data_dir, monkeypatch):
+  jitted = []
+  real_jit = jax.jit
+
+  def recording_jit(*args, **kwargs):
+    function = real_jit(*args, **kwargs)
+    jitted.append(function)
+    return function
+
+  monkeypatch.setattr(jax, "jit", recording_jit)
+  config = tiny_config(shapes_data_dir, num_train_steps=12, eval_every_steps=4)
+  trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  # init, train step and eval step; each traced and compiled exactly once over
+  # 12 steps and 3 evaluations of real input batches.
+  assert len(jitted) >= 3
+  assert [f._cache_size() for f in jitted] == [1] * len(jitted)  # pylint: disable=protected-access
+
+
+def test_bfloat16_compute_keeps_float32_state(shapes_data_dir):
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    config = tiny_config(shapes_data_dir, dtype=dtype)
+    pipeline = pipelines.get_pipeline(config)
+    model = pipeline.build_model(config)
+    tx = trainer.make_optimizer(config)
+    state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+    image = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+    state, step_metrics = jax.jit(trainer.make_train_step(model, tx, config))(
+        state, {"image": image})
+    losses[dtype] = float(step_metrics.compute()["loss"])
+    for leaf in jax.tree.leaves((state.params, state.opt_state)):
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        assert leaf.dtype == jnp.float32
+  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+  assert losses["bfloat16"] != losses["float32"]  # The step really ran in bfloat16.
+
+
+def test_unknown_dtype_is_a_config_error(shapes_data_dir):
+  config = tiny_config(shapes_data_dir, dtype="int8")
+  with pytest.raises(ConfigError, match="dtype must be float32, bfloat16"):
+    trainer.make_train_step(None, None, config)

@@ -10,6 +10,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.pipeline = "images"  # images | video | multiview | set_prediction (see pipelines/)
   config.seed = 42
+  # Compute dtype of the train step (float32 | bfloat16 | float16); parameters,
+  # optimizer state and the loss stay float32.
+  config.dtype = "float32"
   config.batch_size = 64
   config.num_train_steps = 500_000
   config.learning_rate = 4e-4

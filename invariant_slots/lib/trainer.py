@@ -96,15 +96,37 @@ def init_state(model, tx, example_batch: dict[str, Array],
                     opt_state=tx.init(params), rng=state_rng)
 
 
+def cast_floating(tree: Any, dtype: jnp.dtype) -> Any:
+  """Casts the floating-point leaves of `tree` to `dtype`."""
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+  """`config.dtype` (default float32) as a floating-point dtype."""
+  name = config.get("dtype", "float32")
+  if name not in ("float32", "bfloat16", "float16"):
+    raise ConfigError(f"dtype must be float32, bfloat16 or float16, got {name!r}.")
+  return jnp.dtype(name)
+
+
 def make_train_step(model, tx, config: ml_collections.ConfigDict):
-  """`train_step(state, batch) -> (state, TrainMetrics)`."""
+  """`train_step(state, batch) -> (state, TrainMetrics)`.
+
+  With `config.dtype` = "bfloat16" (or "float16") the forward and backward pass
+  run in that dtype on a cast copy of the parameters and inputs; parameters,
+  gradients, optimizer state and the loss stay in float32.
+  """
   schedule = learning_rate_schedule(config)
+  dtype = compute_dtype(config)
 
   def train_step(state: TrainState, batch: dict[str, Array]):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
-      outputs = model.apply({"params": params}, batch, train=True, rngs={"slots": rng})
+      outputs = model.apply({"params": cast_floating(params, dtype)},
+                            cast_floating(batch, dtype), train=True, rngs={"slots": rng})
+      outputs = cast_floating(outputs, jnp.float32)
       return jnp.mean(losses.per_example_loss(config.losses, outputs, batch))
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
