@@ -18,6 +18,8 @@ setuptools.setup(
         "tensorflow-datasets",
         "tensorboard",
         "scipy",
+        "diffrax",  # ODE solvers of the SlotODE corrector.
+        "lineax",  # GMRES for SA-ID's implicit gradient.
         "numpy",
         "absl-py",
         "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.

@@ -2,9 +2,11 @@
 
     python -m invariant_slots.main --config=configs/shapes.py --workdir=/tmp/shapes
 
-32x32 scenes of exactly 3 shapes, 4 slots, SA-ID with learned slot embeddings:
-about 6 steps/s, 10k steps in under half an hour on two CPU cores. The dataset
-itself supports 2-6 objects at 32, 64 or 128 px through `data.shapes`.
+32x32 scenes of exactly 3 shapes in 6 well-separated hues that do not touch,
+4 slots, SA-ID with learned slot embeddings: about 6 steps/s, 6000 steps in
+about 17 minutes on two CPU cores. The dataset itself supports 2-6 occluding
+objects at 32, 64 or 128 px through `data.shapes` (`min_gap=-1` for
+occlusion, `num_colors=0` for the full 10-hue palette).
 """
 
 import ml_collections
@@ -16,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
   config = config_defaults.training_defaults()
   config.batch_size = 16
-  config.num_train_steps = 10_000
+  config.num_train_steps = 6000
   config.learning_rate = 1e-3
   config.lr_schedule = "cosine"
   config.warmup_steps = 300
@@ -29,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   # None: the TFDS default directory (~/tensorflow_datasets).
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
   config.data.shapes = dict(resolution=32, min_objects=3, max_objects=3,
-                            min_size=0.12, max_size=0.22,
+                            min_size=0.12, max_size=0.22, num_colors=6, min_gap=1,
                             num_train=20_000, num_validation=512, seed=0)
   config.data.resolution = (32, 32)
   config.data.max_instances = 3  # Largest instance id (0 is background).

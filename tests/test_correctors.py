@@ -48,9 +48,10 @@ def _count(params):
 # ----------------------------------------------------------------- registry
 
 
-def test_registry_has_exactly_the_six_correctors():
-  assert sorted(CORRECTORS.names) == sorted(ALL_NAMES)
-  assert len(CORRECTORS.names) == 6
+def test_registry_has_exactly_the_seven_correctors():
+  # SlotODE (no num_iterations) is tested in test_slot_ode.py.
+  assert sorted(CORRECTORS.names) == sorted(ALL_NAMES + ["SlotODE"])
+  assert len(CORRECTORS.names) == 7
 
 
 def test_unknown_corrector_raises_config_error_listing_names():
@@ -86,7 +87,7 @@ def corrector_runs():
   return runs
 
 
-@pytest.mark.parametrize("name", CORRECTORS.names)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_output_shapes(name, corrector_runs):
   _, _, _, _, out, attn = corrector_runs[name]
   assert out.shape == (BATCH, NUM_SLOTS, SLOT_SIZE)
@@ -95,7 +96,7 @@ def test_output_shapes(name, corrector_runs):
   assert np.all(np.asarray(attn) >= 0)
 
 
-@pytest.mark.parametrize("name", CORRECTORS.names)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_slot_permutation_equivariance(name, corrector_runs):
   apply, params, slots, inputs, out, attn = corrector_runs[name]
   # Non-trivial: the slots stay distinct, so a permutation is observable.
@@ -106,7 +107,7 @@ def test_slot_permutation_equivariance(name, corrector_runs):
   np.testing.assert_allclose(attn_p, attn[:, :, perm], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", CORRECTORS.names)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_input_order_invariance(name, corrector_runs):
   apply, params, slots, inputs, out, attn = corrector_runs[name]
   perm = np.random.default_rng(0).permutation(NUM_INPUTS)
@@ -116,7 +117,7 @@ def test_input_order_invariance(name, corrector_runs):
   np.testing.assert_allclose(attn_p, attn[..., perm], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", CORRECTORS.names)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_outputs_depend_on_inputs_and_slots(name, corrector_runs):
   apply, params, slots, inputs, out, _ = corrector_runs[name]
   out_other_inputs, _ = apply(params, slots, inputs[::-1])  # Swap examples.

@@ -235,3 +235,295 @@ def eval_metrics_from_batch(loss: Array, ari: Array, fg_ari: Array,
       fg_miou=jnp.asarray(fg_miou),
       psnr=jnp.asarray(psnr),
       mask=jnp.asarray(mask, dtype=bool))
+
+
+# Set prediction: average precision as defined by Locatello et al. (2020).
+
+# Distance thresholds of the set-prediction AP; inf accepts any position.
+AP_DISTANCE_THRESHOLDS: tuple[float, ...] = (np.inf, 1.0, 0.5, 0.25, 0.125)
+
+
+def _split_set_properties(values: np.ndarray, num_coords: int,
+                          category_sizes: tuple[int, ...]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`[..., num_coords + sum(category_sizes) + 1]` -> coordinates
+  `[..., num_coords]`, class ids `[..., num_categories]` (arg-max of each
+  one-hot or score group) and the last entry (presence) `[...]`."""
+  coords = values[..., :num_coords]
+  bounds = np.cumsum((num_coords,) + tuple(category_sizes))
+  classes = np.stack([np.argmax(values[..., start:stop], axis=-1)
+                      for start, stop in zip(bounds[:-1], bounds[1:])], axis=-1)
+  return coords, classes, values[..., -1]
+
+
+def set_prediction_hits(prediction: np.ndarray, target: np.ndarray, num_coords: int,
+                        category_sizes: tuple[int, ...], coordinate_scale: float,
+                        thresholds: tuple[float, ...] = AP_DISTANCE_THRESHOLDS
+                        ) -> np.ndarray:
+  """Which predictions are true positives, per distance threshold.
+
+  Within each example, predictions are visited by decreasing confidence (the
+  last entry). A prediction's candidate is the closest present target object
+  with every categorical attribute equal to the prediction's arg-max classes;
+  it is a true positive if that distance, `coordinate_scale *
+  ||coords_pred - coords_target||`, is below the threshold and the candidate
+  was not already claimed by a more confident prediction. Every other
+  prediction is a false positive.
+
+  Args:
+    prediction: `[batch, num_slots, num_coords + sum(category_sizes) + 1]`:
+      coordinates in [0, 1], one score per class of each attribute, confidence.
+    target: `[batch, num_objects, same]`: coordinates, one-hot classes,
+      presence (1 for a real object, 0 for padding).
+    num_coords: Number of leading coordinate entries.
+    category_sizes: Number of classes of each categorical attribute, in order.
+    coordinate_scale: Distance unit per coordinate unit (6 maps CLEVR's [0, 1]
+      coordinates back to its [-3, 3] scene units).
+    thresholds: Distance thresholds; `np.inf` accepts any position.
+
+  Returns:
+    bool `[batch, num_slots, len(thresholds)]`.
+  """
+  prediction, target = np.asarray(prediction), np.asarray(target)
+  pred_coords, pred_classes, confidence = _split_set_properties(
+      prediction, num_coords, category_sizes)
+  true_coords, true_classes, presence = _split_set_properties(
+      target, num_coords, category_sizes)
+  hits = np.zeros(prediction.shape[:2] + (len(thresholds),), bool)
+  for b in range(prediction.shape[0]):
+    # [num_slots, num_objects]: same classes as a real object, and its distance.
+    same = np.all(pred_classes[b][:, None] == true_classes[b][None], axis=-1)
+    same &= presence[b][None] > 0.5
+    distance = coordinate_scale * np.linalg.norm(
+        pred_coords[b][:, None] - true_coords[b][None], axis=-1)
+    distance = np.where(same, distance, np.inf)
+    for t, threshold in enumerate(thresholds):
+      claimed = np.zeros(target.shape[1], bool)
+      for slot in np.argsort(-confidence[b], kind="stable"):
+        if not same[slot].any():
+          continue
+        best = int(np.argmin(distance[slot]))
+        if (np.isinf(threshold) or distance[slot, best] < threshold) and not claimed[best]:
+          claimed[best] = True
+          hits[b, slot, t] = True
+  return hits
+
+
+def average_precision(confidence: np.ndarray, true_positive: np.ndarray,
+                      num_objects: float) -> float:
+  """Area under the precision-recall curve of detections ranked by confidence.
+
+  Precision is made non-increasing in recall (each value replaced by the
+  largest precision at any higher rank) and summed over the steps where recall
+  changes, as in the Slot Attention set-prediction evaluation.
+
+  Args:
+    confidence: `[num_predictions]`, higher ranks first.
+    true_positive: bool `[num_predictions]`.
+    num_objects: Number of real target objects (the recall denominator).
+
+  Returns:
+    AP in [0, 1]; 0 when there is no target object.
+  """
+  if num_objects <= 0:
+    return 0.0
+  order = np.argsort(-np.asarray(confidence), kind="stable")
+  hits = np.asarray(true_positive, np.float64)[order]
+  cumulative_tp = np.cumsum(hits)
+  recall = np.concatenate([[0.0], cumulative_tp / num_objects, [1.0]])
+  precision = np.concatenate([[0.0], cumulative_tp / np.arange(1, len(hits) + 1), [0.0]])
+  precision = np.maximum.accumulate(precision[::-1])[::-1]
+  steps = np.nonzero(recall[1:] != recall[:-1])[0]
+  return float(np.sum(precision[steps + 1] * (recall[steps + 1] - recall[steps])))
+
+
+@flax.struct.dataclass
+class AveragePrecision(clu.metrics.Metric):
+  """AP over every prediction seen; `merge` concatenates, `compute` ranks them all.
+
+  Build one with `from_hits(confidence, true_positive, num_objects)`.
+  """
+
+  confidence: np.ndarray
+  true_positive: np.ndarray
+  num_objects: np.ndarray
+
+  @classmethod
+  def from_hits(cls, confidence: np.ndarray, true_positive: np.ndarray,
+                num_objects: float) -> "AveragePrecision":
+    return cls(confidence=np.asarray(confidence, np.float32).ravel(),
+               true_positive=np.asarray(true_positive, bool).ravel(),
+               num_objects=np.asarray(num_objects, np.float64))
+
+  @classmethod
+  def empty(cls) -> "AveragePrecision":
+    return cls.from_hits(np.zeros(0), np.zeros(0, bool), 0.0)
+
+  def merge(self, other: "AveragePrecision") -> "AveragePrecision":
+    return type(self)(
+        confidence=np.concatenate([self.confidence, other.confidence]),
+        true_positive=np.concatenate([self.true_positive, other.true_positive]),
+        num_objects=self.num_objects + other.num_objects)
+
+  def compute(self) -> float:
+    return average_precision(self.confidence, self.true_positive, float(self.num_objects))
+
+
+@flax.struct.dataclass
+class SetPredictionMetrics(clu.metrics.Collection):
+  """Loss and AP at the distance thresholds inf, 1, 0.5, 0.25, 0.125."""
+
+  loss: clu.metrics.Average.from_output("loss")
+  ap_inf: AveragePrecision
+  ap_1: AveragePrecision
+  ap_0p5: AveragePrecision
+  ap_0p25: AveragePrecision
+  ap_0p125: AveragePrecision
+
+
+def set_prediction_metrics_from_batch(loss: np.ndarray, prediction: np.ndarray,
+                                      target: np.ndarray, mask: np.ndarray, num_coords: int,
+                                      category_sizes: tuple[int, ...],
+                                      coordinate_scale: float) -> SetPredictionMetrics:
+  """The `SetPredictionMetrics` update of one batch; padding rows (`mask` False) are
+  left out. Shapes as in `set_prediction_hits`; `loss` and `mask` are `[batch]`."""
+  mask = np.asarray(mask, bool)
+  prediction, target = np.asarray(prediction)[mask], np.asarray(target)[mask]
+  hits = set_prediction_hits(prediction, target, num_coords, category_sizes,
+                             coordinate_scale, AP_DISTANCE_THRESHOLDS)
+  confidence = prediction[..., -1]
+  num_objects = float(np.sum(target[..., -1] > 0.5))
+  aps = [AveragePrecision.from_hits(confidence, hits[..., t], num_objects)
+         for t in range(len(AP_DISTANCE_THRESHOLDS))]
+  return SetPredictionMetrics(
+      _reduction_counter=clu.metrics._ReductionCounter(jnp.array(1, jnp.int32)),  # pylint: disable=protected-access
+      loss=clu.metrics.Average.from_model_output(jnp.asarray(loss), mask=jnp.asarray(mask)),
+      ap_inf=aps[0], ap_1=aps[1], ap_0p5=aps[2], ap_0p25=aps[3], ap_0p125=aps[4])
+
+
+# ----------------------------------------------------- thresholded segmentation
+
+
+def threshold_grid(start: float = 0.0, stop: float = 0.95, step: float = 0.025) -> np.ndarray:
+  """Mask-probability thresholds `start, start + step, ..., stop` (inclusive), float64."""
+  if step <= 0 or stop < start:
+    raise ValueError(f"Need step > 0 and stop >= start, got {start}, {stop}, {step}.")
+  return start + step * np.arange(int(np.floor((stop - start) / step + 1e-6)) + 1)
+
+
+def thresholded_segmentation(probabilities: Array, threshold: float) -> Array:
+  """Arg-max slot per pixel where its probability is at least `threshold`.
+
+  Args:
+    probabilities: Slot probabilities `[batch, num_slots, ...]` (summing to 1
+      over slots).
+    threshold: Minimum probability of the arg-max slot.
+
+  Returns:
+    int32 ids `[batch, ...]` in `[0, num_slots]`; `num_slots` marks unassigned
+    pixels.
+  """
+  ids = jnp.argmax(probabilities, axis=1)
+  confident = jnp.max(probabilities, axis=1) >= threshold
+  return jnp.where(confident, ids, probabilities.shape[1]).astype(jnp.int32)
+
+
+def thresholded_mean_iou(true_ids: np.ndarray, pred_ids: np.ndarray,
+                         confidence: np.ndarray, thresholds: np.ndarray,
+                         num_instances_true: int, num_instances_pred: int,
+                         ignore_background: bool = True) -> np.ndarray:
+  """Hungarian mIoU of thresholded segmentations, for every threshold.
+
+  At threshold `tau` a pixel keeps its predicted id where `confidence >= tau`
+  and is unassigned otherwise; unassigned pixels belong to no predicted
+  segment, so they lower the IoU of the true object they belong to.
+
+  Args:
+    true_ids: Ground-truth segmentation, int `[batch, ...]`.
+    pred_ids: Arg-max slot ids of the same shape.
+    confidence: Probability of the arg-max slot, same shape.
+    thresholds: `[num_thresholds]`.
+    num_instances_true: Number of ground-truth ids (exclusive upper bound).
+    num_instances_pred: Number of predicted ids (exclusive upper bound).
+    ignore_background: If True, true id 0 is not an object.
+
+  Returns:
+    float32 `[batch, num_thresholds]`; NaN rows for examples without objects.
+  """
+  true_ids, confidence = np.asarray(true_ids), np.asarray(confidence)
+  result = []
+  for threshold in np.asarray(thresholds):
+    ids = np.where(confidence >= threshold, np.asarray(pred_ids), num_instances_pred)
+    contingency = _contingency_np(true_ids, ids, num_instances_true, num_instances_pred + 1)
+    # The union uses the full true areas (unassigned pixels included).
+    ious = _iou_from_contingency(contingency)[..., :num_instances_pred]
+    present = contingency.sum(axis=2) > 0
+    if ignore_background:
+      present[:, 0] = False
+    per_example = np.full(len(ious), np.nan, np.float32)
+    for i, (example_ious, example_present) in enumerate(zip(ious, present)):
+      if example_present.any():
+        object_ious = example_ious[example_present]
+        rows, cols = scipy.optimize.linear_sum_assignment(object_ious, maximize=True)
+        per_example[i] = object_ious[rows, cols].sum() / np.count_nonzero(example_present)
+    result.append(per_example)
+  return np.stack(result, axis=1)
+
+
+@flax.struct.dataclass
+class ThresholdSweep(clu.metrics.Metric):
+  """Mean of a per-example score at every threshold; NaN or masked rows skipped.
+
+  `compute` gives the best mean over thresholds; `best_threshold` the
+  threshold where it is reached (the first one on ties).
+  """
+
+  thresholds: Array  # [num_thresholds]
+  total: Array  # [num_thresholds]
+  count: Array  # [num_thresholds]
+
+  @classmethod
+  def from_model_output(cls, threshold_scores: Array, thresholds: Array,
+                        mask: Array | None = None, **_: Any) -> "ThresholdSweep":
+    """`threshold_scores [batch, num_thresholds]`, `thresholds [num_thresholds]`."""
+    scores = jnp.asarray(threshold_scores, jnp.float32)
+    valid = ~jnp.isnan(scores)
+    if mask is not None:
+      valid &= jnp.asarray(mask, dtype=bool)[:, None]
+    return cls(thresholds=jnp.asarray(thresholds, jnp.float32),
+               total=jnp.sum(jnp.where(valid, scores, 0.0), axis=0),
+               count=jnp.sum(valid, axis=0).astype(jnp.float32))
+
+  def merge(self, other: "ThresholdSweep") -> "ThresholdSweep":
+    return type(self)(thresholds=self.thresholds, total=self.total + other.total,
+                      count=self.count + other.count)
+
+  def means(self) -> Array:
+    return self.total / jnp.maximum(self.count, 1.0)
+
+  def compute(self) -> Array:
+    return jnp.max(self.means())
+
+  def best_threshold(self) -> Array:
+    return self.thresholds[jnp.argmax(self.means())]
+
+
+@flax.struct.dataclass
+class BestThreshold(ThresholdSweep):
+  """A `ThresholdSweep` whose `compute` is the best threshold."""
+
+  def compute(self) -> Array:
+    return self.best_threshold()
+
+
+def nan_skipping_average(name: str) -> type[clu.metrics.Average]:
+  """An `Average` of model output `name` `[batch]` that skips NaN entries."""
+
+  def values(mask: Array | None = None, **outputs: Any) -> dict[str, Array]:
+    value = jnp.asarray(outputs[name], jnp.float32)
+    valid = ~jnp.isnan(value)
+    if mask is not None:
+      valid &= jnp.asarray(mask, dtype=bool)
+    return {"values": value, "mask": valid}
+
+  return clu.metrics.Average.from_fun(values)

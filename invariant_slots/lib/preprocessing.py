@@ -31,7 +31,7 @@ def register_op(name: str):
 
 
 def parse_op(spec: str) -> Op:
-  """`"name(arg, ...)"` -> op; args are Python literals."""
+  """`"name(arg, ..., key=value)"` -> op; args and values are Python literals."""
   name, _, rest = spec.strip().partition("(")
   if name not in _OPS:
     raise ConfigError(
@@ -39,10 +39,12 @@ def parse_op(spec: str) -> Op:
   if rest and not rest.endswith(")"):
     raise ConfigError(f"Malformed preprocessing op {spec!r}; expected 'name(args)'.")
   try:
-    args = ast.literal_eval(f"({rest[:-1]},)") if rest[:-1].strip() else ()
+    call = ast.parse(f"op({rest[:-1]})", mode="eval").body
+    args = [ast.literal_eval(arg) for arg in call.args]
+    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
   except (ValueError, SyntaxError) as e:
     raise ConfigError(f"Bad arguments in preprocessing op {spec!r}: {e}") from None
-  return _OPS[name](*args)
+  return _OPS[name](*args, **kwargs)
 
 
 def build_ops(specs: Sequence[str]) -> Op:

@@ -188,6 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       workdir, just_logging=jax.process_index() > 0, asynchronous=False)
   if initial_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.items()})
+  save_config(config, workdir)
   train_step = jax.jit(make_train_step(model, tx, config),
                        in_shardings=(state_sharding, data_sharding),
                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
@@ -255,3 +256,10 @@ def _print_eval(step: int, scalars: dict[str, float], elapsed: float | None = No
     parts.append(f"{elapsed / 60:.1f} min")
   parts += [f"{k.removeprefix('eval/')}={v:.4f}" for k, v in sorted(scalars.items())]
   print("eval: " + "  ".join(parts), flush=True)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes `workdir/config.json` (process 0), which `invariant_slots.predict` loads."""
+  if jax.process_index() == 0:
+    with open(f"{workdir}/config.json", "w") as f:
+      f.write(config.to_json(indent=2))

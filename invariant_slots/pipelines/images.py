@@ -1,5 +1,8 @@
 """Image object discovery: autoencoding images through slots."""
 
+import functools
+
+import clu.metrics
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,6 +11,7 @@ import numpy as np
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.modules import models
+from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
 Array = jax.Array
@@ -53,11 +57,43 @@ def slot_images(masks: np.ndarray, slot_outputs: np.ndarray, reconstruction: np.
   }
 
 
+def solver_statistics(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Per-example statistics `[batch]` the corrector sows into "intermediates"
+  (e.g. `solver_steps` of an adaptive ODE solver); empty for most correctors."""
+  return getattr(CORRECTORS.get(config.model.corrector.name), "sown_statistics", ())
+
+
+def sown_values(intermediates, names: tuple[str, ...]) -> dict[str, Array]:
+  """The last value sown under each of `names`, wherever it is in the tree."""
+  found = {}
+  for path, value in jax.tree_util.tree_flatten_with_path(
+      intermediates, is_leaf=lambda x: isinstance(x, tuple))[0]:
+    name = getattr(path[-1], "key", None)
+    if name in names:
+      found[name] = value[-1]
+  return found
+
+
+@functools.cache
+def image_eval_metrics(statistics: tuple[str, ...] = ()) -> type[clu.metrics.Collection]:
+  """`EvalMetrics` plus thresholded-mask mIoU and the given solver statistics.
+
+  `fg_miou_tau0`: mIoU with every pixel assigned; `fg_miou_best` and
+  `best_tau`: the best mean mIoU over the threshold grid and its threshold.
+  """
+  fields = dict(metrics.EvalMetrics.__annotations__)
+  fields.update(fg_miou_tau0=metrics.nan_skipping_average("fg_miou_tau0"),
+                fg_miou_best=metrics.ThresholdSweep, best_tau=metrics.BestThreshold)
+  fields.update({name: metrics.nan_skipping_average(name) for name in statistics})
+  return clu.metrics.Collection.create(**fields)
+
+
 @PIPELINES.register("images")
 class ImagePipeline(Pipeline):
   """Slot Attention style object discovery on single images."""
 
-  per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "segmentations")
+  per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "mask_confidence",
+                         "segmentations")
 
   def build_model(self, config: ml_collections.ConfigDict):
     return models.build_model(config)
@@ -69,12 +105,19 @@ class ImagePipeline(Pipeline):
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true = config.data.max_instances + 1
     num_slots = config.model.num_slots
+    statistics = solver_statistics(config)
+    # The solver statistics join the per-example outputs of this run.
+    self.per_example_outputs = type(self).per_example_outputs + statistics
 
     def eval_step(params, batch: dict[str, Array], rng: Array) -> dict[str, Array]:
-      outputs = model.apply({"params": params}, batch, train=False, rngs={"slots": rng})
+      outputs, state = model.apply({"params": params}, batch, train=False,
+                                   rngs={"slots": rng}, mutable=["intermediates"])
       true_ids = batch["segmentations"][..., 0].astype(jnp.int32)
       pred_ids = predicted_segmentation(outputs["masks"])
+      sown = sown_values(state.get("intermediates", {}), statistics)
       return {
+          **sown,
+          "mask_confidence": jnp.max(outputs["masks"][..., 0], axis=-3),
           "loss": losses.per_example_loss(config.losses, outputs, batch),
           "ari": metrics.adjusted_rand_index(true_ids, pred_ids, num_true, num_slots),
           "fg_ari": metrics.adjusted_rand_index(true_ids, pred_ids, num_true, num_slots,
@@ -90,13 +133,23 @@ class ImagePipeline(Pipeline):
 
     return eval_step
 
-  def batch_metrics(self, gathered, config: ml_collections.ConfigDict) -> metrics.EvalMetrics:
-    fg_miou = metrics.mean_iou_hungarian(
-        gathered["segmentations"][..., 0].astype(np.int32), gathered["pred_ids"],
-        config.data.max_instances + 1, config.model.num_slots)
-    return metrics.eval_metrics_from_batch(
+  def batch_metrics(self, gathered, config: ml_collections.ConfigDict) -> clu.metrics.Collection:
+    true_ids = gathered["segmentations"][..., 0].astype(np.int32)
+    num_true, num_slots = config.data.max_instances + 1, config.model.num_slots
+    fg_miou = metrics.mean_iou_hungarian(true_ids, gathered["pred_ids"], num_true, num_slots)
+    thresholds = metrics.threshold_grid(*config.get("mask_thresholds", (0.0, 0.95, 0.025)))
+    thresholded = metrics.thresholded_mean_iou(
+        true_ids, gathered["pred_ids"], gathered["mask_confidence"], thresholds,
+        num_true, num_slots)
+    statistics = solver_statistics(config)
+    return image_eval_metrics(statistics).single_from_model_output(
         loss=gathered["loss"], ari=gathered["ari"], fg_ari=gathered["fg_ari"],
-        fg_miou=fg_miou, psnr=gathered["psnr"], mask=gathered["mask"])
+        fg_miou=fg_miou, psnr=gathered["psnr"], mask=gathered["mask"],
+        fg_miou_tau0=metrics.thresholded_mean_iou(
+            true_ids, gathered["pred_ids"], gathered["mask_confidence"], [0.0],
+            num_true, num_slots)[:, 0],
+        threshold_scores=thresholded, thresholds=thresholds,
+        **{name: gathered[name] for name in statistics})
 
   def summary_images(self, outputs, batch, num_images: int) -> dict[str, np.ndarray]:
     n = num_images

@@ -1,0 +1,447 @@
+"""MOVi videos: the real Kubric datasets through TFDS, and a synthetic stand-in.
+
+`movi_features(num_frames, height, width)` is the feature dict of Kubric's
+MOVi-C builder (`challenges/movi/movi_c.py`); MOVi-A/B/D/E differ only in a
+few per-instance descriptors that the video pipeline does not read. The
+synthetic `MoviShapes` builder writes exactly these features, so the same
+loader and preprocessing ops read both:
+
+  video:          uint8 [T, H, W, 3]
+  segmentations:  uint8 [T, H, W, 1], 0 = background, i + 1 = instances[i]
+  forward_flow:   uint16 [T, H, W, 2] (delta_row, delta_col) in pixels,
+                  quantised over metadata/forward_flow_range
+  backward_flow:  uint16 [T, H, W, 2], over metadata/backward_flow_range
+  depth:          uint16 [T, H, W, 1], over metadata/depth_range
+  normal, object_coordinates: uint16 [T, H, W, 3]
+  instances:      sequence of per-object dicts; `bboxes` (BBox ymin, xmin,
+                  ymax, xmax in [0, 1]) for the frames listed in `bbox_frames`
+                  (those where the object is visible), `visibility` [T] uint16
+                  visible pixel counts, `positions` [T, 3], `image_positions`
+                  [T, 2], ...
+  camera, events, background, metadata (video_name, width, height,
+                  num_frames, num_instances, the three ranges).
+
+A quantised value q in [0, 65535] stands for `lo + q / 65535 * (hi - lo)`
+with `(lo, hi)` the range in `metadata`.
+
+Synthetic scenes: flat 2D shapes (the rasteriser of `shapes.py`) translate
+with constant speed and bounce elastically off the image borders. Each object
+has a constant depth; nearer objects occlude farther ones. Flow is exact: all
+pixels of an object move by the object's displacement between frames.
+Positions are `(y, x, depth)` with `(y, x)` the normalised centre;
+`image_positions` are `(y, x)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import zlib
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from invariant_slots.datasets import shapes
+from invariant_slots.registry import ConfigError
+
+UINT16_MAX = 65535
+# Kubric's MOVi-C asset categories (instances/category).
+CATEGORIES: tuple[str, ...] = (
+    "Action Figures", "Bag", "Board Games", "Bottles and Cans and Cups", "Camera",
+    "Car Seat", "Consumer Goods", "Hat", "Headphones", "Keyboard", "Legos",
+    "Media Cases", "Mouse", "None", "Shoe", "Stuffed Toys", "Toys")
+BACKGROUND_DEPTH = 12.0
+MIN_DEPTH, MAX_DEPTH = 4.0, 10.0
+# Every object shows at least this fraction of its area in the first frame.
+MIN_FIRST_FRAME_VISIBLE = 0.5
+_FOCAL_LENGTH, _SENSOR_WIDTH = 35.0, 32.0
+
+
+def movi_features(num_frames: int, height: int, width: int) -> tfds.features.FeaturesDict:
+  """The TFDS features of a MOVi-C video of `num_frames` frames of `height x width`."""
+  s, h, w = num_frames, height, width
+  f32, u16 = np.float32, np.uint16
+  tensor = tfds.features.Tensor
+  instance = {
+      "mass": f32, "friction": f32, "restitution": f32,
+      "positions": tensor(shape=(s, 3), dtype=f32),
+      "quaternions": tensor(shape=(s, 4), dtype=f32),
+      "velocities": tensor(shape=(s, 3), dtype=f32),
+      "angular_velocities": tensor(shape=(s, 3), dtype=f32),
+      "bboxes_3d": tensor(shape=(s, 8, 3), dtype=f32),
+      "image_positions": tensor(shape=(s, 2), dtype=f32),
+      "bboxes": tfds.features.Sequence(tfds.features.BBoxFeature()),
+      "bbox_frames": tfds.features.Sequence(tensor(shape=(), dtype=np.int32)),
+      "visibility": tensor(shape=(s,), dtype=u16),
+      "asset_id": tfds.features.Text(),
+      "category": tfds.features.ClassLabel(names=CATEGORIES),
+      "scale": f32,
+  }
+  return tfds.features.FeaturesDict({
+      "metadata": {
+          "video_name": tfds.features.Text(),
+          "width": np.int32, "height": np.int32, "num_frames": np.int32,
+          "num_instances": u16,
+          "depth_range": tensor(shape=(2,), dtype=f32),
+          "forward_flow_range": tensor(shape=(2,), dtype=f32),
+          "backward_flow_range": tensor(shape=(2,), dtype=f32),
+      },
+      "background": tfds.features.Text(),
+      "instances": tfds.features.Sequence(feature=instance),
+      "camera": {
+          "focal_length": f32, "sensor_width": f32, "field_of_view": f32,
+          "positions": tensor(shape=(s, 3), dtype=f32),
+          "quaternions": tensor(shape=(s, 4), dtype=f32),
+      },
+      "events": {
+          "collisions": tfds.features.Sequence({
+              "instances": tensor(shape=(2,), dtype=u16),
+              "frame": np.int32, "force": f32,
+              "position": tensor(shape=(3,), dtype=f32),
+              "image_position": tensor(shape=(2,), dtype=f32),
+              "contact_normal": tensor(shape=(3,), dtype=f32),
+          }),
+      },
+      "video": tfds.features.Video(shape=(s, h, w, 3)),
+      "segmentations": tfds.features.Sequence(
+          tfds.features.Image(shape=(h, w, 1), dtype=np.uint8), length=s),
+      "forward_flow": tfds.features.Sequence(tensor(shape=(h, w, 2), dtype=u16), length=s),
+      "backward_flow": tfds.features.Sequence(tensor(shape=(h, w, 2), dtype=u16), length=s),
+      "depth": tfds.features.Sequence(
+          tfds.features.Image(shape=(h, w, 1), dtype=u16), length=s),
+      "normal": tfds.features.Video(shape=(s, h, w, 3), dtype=u16),
+      "object_coordinates": tfds.features.Video(shape=(s, h, w, 3), dtype=u16),
+  })
+
+
+def quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Float array -> (uint16 array, float32 [2] range), as Kubric stores flow and depth."""
+  low, high = float(values.min()), float(values.max())
+  if high <= low:
+    high = low + 1.0
+  quantized = np.round((values - low) / (high - low) * UINT16_MAX).astype(np.uint16)
+  return quantized, np.array([low, high], np.float32)
+
+
+def dequantize(quantized: np.ndarray, value_range: np.ndarray) -> np.ndarray:
+  """Inverse of `quantize` up to rounding: float32 values."""
+  low, high = float(value_range[0]), float(value_range[1])
+  return (low + quantized.astype(np.float32) / UINT16_MAX * (high - low)).astype(np.float32)
+
+
+@dataclasses.dataclass(eq=False)
+class MoviShapesConfig(tfds.core.BuilderConfig):
+  """Configuration of the synthetic MOVi-schema video dataset.
+
+  Attributes:
+    resolution: Frame height and width in pixels.
+    num_frames: Frames per video.
+    min_objects, max_objects: Objects per video (<= len(shapes.PALETTE_HUES)).
+    min_size, max_size: Object half-extent relative to the frame side.
+    min_speed, max_speed: Speed in frame sides per frame.
+    num_train, num_validation: Split sizes.
+    seed: Base seed; each split/example derives its own generator from it.
+  """
+
+  resolution: int = 64
+  num_frames: int = 24
+  min_objects: int = 2
+  max_objects: int = 5
+  min_size: float = 0.10
+  max_size: float = 0.18
+  min_speed: float = 0.01
+  max_speed: float = 0.04
+  num_train: int = 5000
+  num_validation: int = 200
+  seed: int = 0
+
+  def __post_init__(self):
+    if not 1 <= self.min_objects <= self.max_objects <= len(shapes.PALETTE_HUES):
+      raise ValueError("Need 1 <= min_objects <= max_objects <= "
+                       f"{len(shapes.PALETTE_HUES)}, got {self.min_objects}, {self.max_objects}.")
+    if not 0.0 < self.min_size <= self.max_size < 0.4:
+      raise ValueError(f"Need 0 < min_size <= max_size < 0.4, got {self.min_size}, "
+                       f"{self.max_size}.")
+    if not 0.0 <= self.min_speed <= self.max_speed:
+      raise ValueError("Need 0 <= min_speed <= max_speed.")
+
+
+def _trajectory(position: np.ndarray, velocity: np.ndarray, low: np.ndarray,
+                high: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+  """Positions and velocities `[num_frames, 2]` of a point bouncing inside [low, high]."""
+  positions = np.zeros((num_frames, 2))
+  velocities = np.zeros((num_frames, 2))
+  position, velocity = position.astype(np.float64), velocity.astype(np.float64)
+  for t in range(num_frames):
+    positions[t], velocities[t] = position, velocity
+    position = position + velocity
+    for axis in range(2):
+      if position[axis] > high[axis]:
+        position[axis] = 2 * high[axis] - position[axis]
+        velocity[axis] = -velocity[axis]
+      elif position[axis] < low[axis]:
+        position[axis] = 2 * low[axis] - position[axis]
+        velocity[axis] = -velocity[axis]
+  return positions, velocities
+
+
+def _paste(canvas: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray,
+           value: Any) -> None:
+  r0, r1, c0, c1 = window
+  canvas[r0:r1, c0:c1][mask] = value
+
+
+def _sample_objects(rng: np.random.Generator, config: MoviShapesConfig) -> list[dict]:
+  """Objects whose first-frame layout leaves each at least half visible."""
+  res = config.resolution
+  for _ in range(100):
+    count = int(rng.integers(config.min_objects, config.max_objects + 1))
+    depths = np.sort(rng.uniform(MIN_DEPTH, MAX_DEPTH, count))[::-1]  # Far to near.
+    color_ids = rng.permutation(len(shapes.PALETTE_HUES))[:count]
+    objects, owner = [], np.zeros((res, res), np.int32)
+    for k in range(count):
+      shape_id = int(rng.integers(len(shapes.SHAPES)))
+      size = float(rng.uniform(config.min_size, config.max_size))
+      u_min, u_max, v_min, v_max = shapes._local_extents(shapes.SHAPES[shape_id], 0.0)  # pylint: disable=protected-access
+      low = np.array([v_max * size, -u_min * size])
+      high = np.array([1.0 - (-v_min) * size, 1.0 - u_max * size])
+      position = rng.uniform(low, high)
+      angle = rng.uniform(0.0, 2 * math.pi)
+      speed = rng.uniform(config.min_speed, config.max_speed)
+      velocity = speed * np.array([math.sin(angle), math.cos(angle)])
+      window, mask = shapes.shape_mask(shape_id, position, size, 0.0, res)
+      _paste(owner, window, mask, k + 1)
+      objects.append(dict(shape=shape_id, size=size, low=low, high=high, position=position,
+                          velocity=velocity, depth=float(depths[k]),
+                          color_id=int(color_ids[k]), area=int(mask.sum())))
+    visible = np.bincount(owner.ravel(), minlength=count + 1)[1:]
+    if all(v >= max(4, MIN_FIRST_FRAME_VISIBLE * o["area"]) for v, o in zip(visible, objects)):
+      return objects
+  raise RuntimeError("Could not place the objects; lower max_objects or max_size.")
+
+
+def render_video(rng: np.random.Generator, config: MoviShapesConfig,
+                 name: str) -> dict[str, Any]:
+  """One synthetic video as a dict of `movi_features` values."""
+  res, num_frames = config.resolution, config.num_frames
+  objects = _sample_objects(rng, config)
+  count = len(objects)
+  background = shapes._quantize(np.array(  # pylint: disable=protected-access
+      shapes.BACKGROUND_COLORS[int(rng.integers(len(shapes.BACKGROUND_COLORS)))]))
+  colors = shapes._quantize(np.array([  # pylint: disable=protected-access
+      shapes.palette_colors()[o["color_id"]] for o in objects]))
+  lut = np.round(np.concatenate([background[None], colors]) * 255).astype(np.uint8)
+  trajectories = [_trajectory(o["position"], o["velocity"], o["low"], o["high"], num_frames)
+                  for o in objects]
+  positions = np.stack([p for p, _ in trajectories])  # [count, T, 2]
+  velocities = np.stack([v for _, v in trajectories])
+  # Per-frame displacements in pixels (delta_row, delta_col).
+  forward = np.zeros_like(positions)
+  forward[:, :-1] = (positions[:, 1:] - positions[:, :-1]) * res
+  backward = np.zeros_like(positions)
+  backward[:, 1:] = -forward[:, :-1]
+
+  seg = np.zeros((num_frames, res, res), np.uint8)
+  local = np.zeros((num_frames, res, res, 2), np.float32)
+  rows = (np.arange(res) + 0.5) / res
+  for t in range(num_frames):
+    for k, obj in enumerate(objects):  # Far to near: nearer objects paint over.
+      window, mask = shapes.shape_mask(obj["shape"], positions[k, t], obj["size"], 0.0, res)
+      _paste(seg[t], window, mask, k + 1)
+      r0, r1, c0, c1 = window
+      offset = np.stack(np.meshgrid(rows[r0:r1] - positions[k, t, 0],
+                                    rows[c0:c1] - positions[k, t, 1], indexing="ij"), -1)
+      local[t, r0:r1, c0:c1][mask] = offset[mask] / (2 * obj["size"]) + 0.5
+
+  depth_lut = np.array([BACKGROUND_DEPTH] + [o["depth"] for o in objects], np.float32)
+  depth, depth_range = quantize(depth_lut[seg][..., None])
+  forward_lut = np.concatenate([np.zeros((1, num_frames, 2)), forward])  # [1 + count, T, 2]
+  backward_lut = np.concatenate([np.zeros((1, num_frames, 2)), backward])
+  frames = np.arange(num_frames)[:, None, None]
+  forward_flow, forward_range = quantize(forward_lut[seg, frames].astype(np.float32))
+  backward_flow, backward_range = quantize(backward_lut[seg, frames].astype(np.float32))
+  foreground = (seg > 0)[..., None]
+  normal = np.where(foreground, np.array([0.5, 0.5, 1.0]), 0.0)
+  coordinates = np.concatenate([local, np.full(local.shape[:-1] + (1,), 0.5)], -1)
+  coordinates = np.where(foreground, np.clip(coordinates, 0.0, 1.0), 0.0)
+
+  instances = []
+  counts = np.stack([np.bincount(f.ravel(), minlength=count + 1)[1:] for f in seg])  # [T, count]
+  for k, obj in enumerate(objects):
+    frames_visible = [int(t) for t in np.flatnonzero(counts[:, k])]
+    boxes = []
+    for t in frames_visible:
+      ys, xs = np.nonzero(seg[t] == k + 1)
+      boxes.append(tfds.features.BBox(ys.min() / res, xs.min() / res,
+                                      (ys.max() + 1) / res, (xs.max() + 1) / res))
+    centre = positions[k]
+    depth_column = np.full((num_frames, 1), obj["depth"])
+    corners = np.array([[dy, dx, dz] for dy in (-1, 1) for dx in (-1, 1) for dz in (-1, 1)])
+    instances.append({
+        "mass": 1.0, "friction": 0.0, "restitution": 1.0,
+        "positions": np.concatenate([centre, depth_column], -1).astype(np.float32),
+        "quaternions": np.tile([1.0, 0.0, 0.0, 0.0], (num_frames, 1)).astype(np.float32),
+        "velocities": np.concatenate([velocities[k], np.zeros((num_frames, 1))],
+                                     -1).astype(np.float32),
+        "angular_velocities": np.zeros((num_frames, 3), np.float32),
+        "bboxes_3d": (np.concatenate([centre, depth_column], -1)[:, None]
+                      + obj["size"] * corners[None]).astype(np.float32),
+        "image_positions": centre.astype(np.float32),
+        "bboxes": boxes,
+        "bbox_frames": np.array(frames_visible, np.int32),
+        "visibility": counts[:, k].astype(np.uint16),
+        "asset_id": shapes.SHAPES[obj["shape"]],
+        "category": "None",
+        "scale": obj["size"],
+    })
+  fov = 2 * math.atan(_SENSOR_WIDTH / (2 * _FOCAL_LENGTH))
+  return {
+      "metadata": {
+          "video_name": name, "width": res, "height": res, "num_frames": num_frames,
+          "num_instances": count, "depth_range": depth_range,
+          "forward_flow_range": forward_range, "backward_flow_range": backward_range,
+      },
+      "background": "rgb(" + ",".join(str(int(v)) for v in lut[0]) + ")",
+      "instances": instances,
+      "camera": {
+          "focal_length": _FOCAL_LENGTH, "sensor_width": _SENSOR_WIDTH,
+          "field_of_view": fov,
+          "positions": np.zeros((num_frames, 3), np.float32),
+          "quaternions": np.tile([1.0, 0.0, 0.0, 0.0], (num_frames, 1)).astype(np.float32),
+      },
+      "events": {"collisions": []},
+      "video": lut[seg],
+      "segmentations": seg[..., None],
+      "forward_flow": forward_flow,
+      "backward_flow": backward_flow,
+      "depth": depth,
+      "normal": np.round(normal * UINT16_MAX).astype(np.uint16),
+      "object_coordinates": np.round(coordinates * UINT16_MAX).astype(np.uint16),
+  }
+
+
+def generate_example(config: MoviShapesConfig, split: str, index: int) -> dict[str, Any]:
+  """Video `index` of `split`, deterministic given the config's seed."""
+  rng = np.random.default_rng([config.seed, zlib.crc32(split.encode("utf-8")), index])
+  return render_video(rng, config, f"{split}_{index}")
+
+
+class MoviShapes(tfds.core.GeneratorBasedBuilder):
+  """Synthetic 2D videos in the MOVi feature schema, generated locally."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [MoviShapesConfig(name=f"{r}x{r}", resolution=r) for r in (32, 64)]
+  DEFAULT_CONFIG_NAME = "64x64"
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return self.dataset_info_from_configs(
+        description=__doc__.split("\n\n")[0],
+        features=movi_features(cfg.num_frames, cfg.resolution, cfg.resolution),
+        supervised_keys=None)
+
+  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
+    """Generates the data locally; never tries to fetch it from GCS."""
+    download_config = dataclasses.replace(
+        download_config or tfds.download.DownloadConfig(), try_download_gcs=False)
+    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
+                                 **kwargs)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    cfg = self.builder_config
+    return {"train": self._generate_examples("train", cfg.num_train),
+            "validation": self._generate_examples("validation", cfg.num_validation)}
+
+  def _generate_examples(self, split: str, num_examples: int):
+    for index in range(num_examples):
+      yield index, generate_example(self.builder_config, split, index)
+
+
+# Features the video pipeline never reads: left encoded, saving their decoding.
+UNUSED_FEATURES = ("normal", "object_coordinates")
+
+
+def skip_unused() -> dict[str, Any]:
+  """`as_dataset(decoders=...)` leaving `UNUSED_FEATURES` undecoded."""
+  return {name: tfds.decode.SkipDecoding() for name in UNUSED_FEATURES}
+
+
+def load_synthetic(config: MoviShapesConfig, split: str,
+                   data_dir: str | os.PathLike[str] | None = None,
+                   **as_dataset_kwargs: Any) -> tf.data.Dataset:
+  """`split` of the synthetic dataset, generated on first use."""
+  builder = MoviShapes(config=config, data_dir=data_dir)
+  if not builder.is_prepared():
+    total = config.num_train + config.num_validation
+    print(f"Generating the synthetic MOVi-schema videos ({total}) in {builder.data_dir} ...",
+          flush=True)
+    builder.download_and_prepare()
+  return builder.as_dataset(split=split, **as_dataset_kwargs)
+
+
+def _check_reachable(data_dir: str, timeout: float = 5.0) -> None:
+  """Fails fast when a `gs://` data_dir cannot be reached (no network)."""
+  if not data_dir.startswith("gs://"):
+    return
+  try:
+    socket.create_connection(("storage.googleapis.com", 443), timeout=timeout).close()
+  except OSError:
+    raise ConfigError(f"Cannot reach {data_dir} (no network); download MOVi to a local "
+                      "data.data_dir or train on the synthetic videos of "
+                      "configs/shapes_video.py.") from None
+
+
+def movi_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder of `name` (e.g. "movi_c/128x128:1.0.0") in `data_dir`."""
+  _check_reachable(data_dir)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+      raise FileNotFoundError(name)
+  except (tfds.core.registered.DatasetNotFoundError, FileNotFoundError,
+          tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
+    raise ConfigError(f"MOVi dataset {name} not found in {data_dir} ({type(e).__name__}); "
+                      "set data.data_dir to a directory holding it, or train on the "
+                      "synthetic videos of configs/shapes_video.py.") from None
+  return builder
+
+
+def synthetic_config(data) -> MoviShapesConfig:
+  """The synthetic builder config of `data.movi_shapes`; its name encodes the options."""
+  options = dict(data.movi_shapes)
+  name = "_".join(f"{key}{value}" for key, value in sorted(options.items()))
+  try:
+    return MoviShapesConfig(name=name, **options)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"Bad data.movi_shapes: {e}") from None
+
+
+def _register_sources() -> None:
+  """Registers the "movi" and "movi_shapes" data sources of the input pipeline."""
+  from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  @input_pipeline.DATA_SOURCES.register("movi")
+  def _load_movi(data, train: bool, num_shards: int, shard: int):
+    builder = movi_builder(data.name, data.data_dir)
+    split = "train" if train else data.get("eval_split", "validation")
+    size = builder.info.splits[split].num_examples
+    dataset = builder.as_dataset(split=tfds.even_splits(split, n=num_shards)[shard],
+                                 decoders=skip_unused())
+    return dataset, size
+
+  @input_pipeline.DATA_SOURCES.register("movi_shapes")
+  def _load_movi_shapes(data, train: bool, num_shards: int, shard: int):
+    config = synthetic_config(data)
+    split = "train" if train else "validation"
+    size = config.num_train if train else config.num_validation
+    return load_synthetic(config, tfds.even_splits(split, n=num_shards)[shard],
+                          data.data_dir, decoders=skip_unused()), size
+
+
+_register_sources()

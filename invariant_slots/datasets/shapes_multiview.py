@@ -1,0 +1,325 @@
+"""Synthetic multi-view 3D scenes, ray-traced in numpy, as a TFDS builder.
+
+Each scene holds 3-6 coloured spheres and boxes resting on a ground plane
+(z = 0), seen by `num_views` pinhole cameras on a hemisphere that look at the
+scene centre. Every pixel is one ray through its centre, so the images, rays
+and instance ids are exact. The features follow the MultiShapeNet-Hard schema
+(`multi_shapenet_conditional`), so the same pipeline reads both:
+
+  color_image:     uint8 [V, H, W, 3]
+  ray_origins:     float32 [V, H, W, 3], the camera centre of each pixel's ray.
+  ray_directions:  float32 [V, H, W, 3], unit directions through pixel centres.
+  instance_image:  uint8 [V, H, W, 1], 1 = background (ground and sky),
+                   2..N+1 = objects (the same id in every view).
+  scene_name:      string.
+
+Shading is Lambertian under one directional light plus ambient light, without
+shadows. Generation is deterministic given the config's seed, the split and
+the example index, and never touches the network.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+BACKGROUND_ID = 1
+_LIGHT = np.array([0.4, -0.3, 0.87]) / np.linalg.norm([0.4, -0.3, 0.87])
+_AMBIENT = 0.35
+_SKY_COLOR = np.array([0.70, 0.80, 0.95])
+_GROUND_COLORS = np.array([[0.45, 0.45, 0.45], [0.55, 0.52, 0.48], [0.40, 0.44, 0.48],
+                           [0.60, 0.60, 0.58]])
+_OBJECT_HUES = (0.0, 30.0, 58.0, 95.0, 130.0, 175.0, 205.0, 240.0, 275.0, 310.0)
+_EPSILON = 1e-6
+
+
+@dataclasses.dataclass(eq=False)
+class ShapesMultiviewConfig(tfds.core.BuilderConfig):
+  """Options of the synthetic multi-view dataset.
+
+  Attributes:
+    resolution: Image height and width in pixels.
+    num_views: Cameras per scene.
+    min_objects, max_objects: Objects per scene.
+    num_train, num_validation: Scenes per split.
+    seed: Base seed of the per-example generators.
+    arena: Object centres lie in `[-arena, arena]^2`.
+    min_size, max_size: Sphere radius / box half-side range.
+    camera_distance: Radius of the camera hemisphere.
+    min_elevation_deg, max_elevation_deg: Camera elevation range.
+    fov_deg: Horizontal (= vertical) field of view.
+  """
+
+  resolution: int = 64
+  num_views: int = 10
+  min_objects: int = 3
+  max_objects: int = 6
+  num_train: int = 2000
+  num_validation: int = 100
+  seed: int = 0
+  arena: float = 2.2
+  min_size: float = 0.5
+  max_size: float = 0.9
+  camera_distance: float = 8.0
+  min_elevation_deg: float = 30.0
+  max_elevation_deg: float = 60.0
+  fov_deg: float = 45.0
+
+  def __post_init__(self):
+    if not 1 <= self.min_objects <= self.max_objects <= len(_OBJECT_HUES):
+      raise ValueError(f"Need 1 <= min_objects <= max_objects <= {len(_OBJECT_HUES)}, got "
+                       f"{self.min_objects}, {self.max_objects}.")
+    if self.resolution < 4 or self.num_views < 1:
+      raise ValueError("resolution must be >= 4 and num_views >= 1.")
+
+
+def look_at_camera(position: np.ndarray, target: np.ndarray = np.zeros(3)
+                   ) -> np.ndarray:
+  """Camera-to-world rotation `[3, 3]`: columns right, up, forward (z is world up)."""
+  forward = target - position
+  forward = forward / np.linalg.norm(forward)
+  right = np.cross(forward, np.array([0.0, 0.0, 1.0]))
+  right = right / np.linalg.norm(right)
+  up = np.cross(right, forward)
+  return np.stack([right, up, forward], axis=1)
+
+
+def pinhole_rays(position: np.ndarray, rotation: np.ndarray, height: int, width: int,
+                 fov_deg: float) -> tuple[np.ndarray, np.ndarray]:
+  """Rays through the pixel centres of a pinhole camera.
+
+  Pixel (i, j) (row i from the top) looks along
+  `forward + u * tan(fov/2) * right + v * tan(fov/2) * up` with
+  `u = 2 (j + 0.5) / width - 1` and `v = 1 - 2 (i + 0.5) / height`.
+
+  Args:
+    position: Camera centre `[3]`.
+    rotation: Camera-to-world rotation `[3, 3]` (columns right, up, forward).
+    height, width: Image size.
+    fov_deg: Field of view across the image width (and height).
+
+  Returns:
+    origins, unit directions: float32 `[height, width, 3]`.
+  """
+  scale = np.tan(np.deg2rad(fov_deg) / 2.0)
+  u = (2.0 * (np.arange(width) + 0.5) / width - 1.0) * scale
+  v = (1.0 - 2.0 * (np.arange(height) + 0.5) / height) * scale
+  local = np.stack(np.broadcast_arrays(u[None, :], v[:, None], 1.0), axis=-1)
+  directions = local @ rotation.T
+  directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+  origins = np.broadcast_to(position, directions.shape)
+  return origins.astype(np.float32), directions.astype(np.float32)
+
+
+def orbit_cameras(num_frames: int, distance: float, elevation_deg: float
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+  """`(position, rotation)` of `num_frames` cameras on a circle around the origin."""
+  elevation = np.deg2rad(elevation_deg)
+  cameras = []
+  for azimuth in np.linspace(0.0, 2.0 * np.pi, num_frames, endpoint=False):
+    position = distance * np.array([np.cos(elevation) * np.cos(azimuth),
+                                    np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+    cameras.append((position, look_at_camera(position)))
+  return cameras
+
+
+def intersect_spheres(origins: np.ndarray, directions: np.ndarray, centres: np.ndarray,
+                      radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Nearest hit distance `[P, S]` (inf for misses) and normals `[P, S, 3]`."""
+  offset = origins[:, None, :] - centres[None]  # [P, S, 3]
+  b = np.einsum("pd,psd->ps", directions, offset)
+  c = np.sum(offset**2, axis=-1) - radii[None] ** 2
+  disc = b * b - c
+  root = np.sqrt(np.maximum(disc, 0.0))
+  t = np.where(-b - root > _EPSILON, -b - root, -b + root)
+  t = np.where((disc >= 0) & (t > _EPSILON), t, np.inf)
+  points = origins[:, None, :] + np.where(np.isfinite(t), t, 0.0)[..., None] * directions[:, None]
+  normals = (points - centres[None]) / radii[None, :, None]
+  return t, normals
+
+
+def intersect_boxes(origins: np.ndarray, directions: np.ndarray, centres: np.ndarray,
+                    half_sizes: np.ndarray, yaws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Slab test against boxes rotated by `yaws` about z; like `intersect_spheres`."""
+  cos, sin = np.cos(yaws), np.sin(yaws)
+  # World-to-box rotations [B, 3, 3] (rotate by -yaw about z).
+  rot = np.zeros((len(yaws), 3, 3))
+  rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = cos, sin, -sin, cos
+  rot[:, 2, 2] = 1.0
+  local_o = np.einsum("bij,pbj->pbi", rot, origins[:, None, :] - centres[None])
+  local_d = np.einsum("bij,pj->pbi", rot, directions)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    inverse = 1.0 / np.where(local_d == 0, 1e-12, local_d)
+    t1 = (-half_sizes[None] - local_o) * inverse
+    t2 = (half_sizes[None] - local_o) * inverse
+  near = np.minimum(t1, t2)
+  t_near = near.max(axis=-1)
+  t_far = np.maximum(t1, t2).min(axis=-1)
+  hit = (t_far >= np.maximum(t_near, _EPSILON)) & (t_near > _EPSILON)
+  t = np.where(hit, t_near, np.inf)
+  axis = near.argmax(axis=-1)
+  local_n = -np.sign(np.take_along_axis(local_d, axis[..., None], -1)) * np.eye(3)[axis]
+  normals = np.einsum("bji,pbj->pbi", rot, local_n)  # Back to the world frame.
+  return t, normals
+
+
+def trace(origins: np.ndarray, directions: np.ndarray, scene: dict[str, np.ndarray]
+          ) -> tuple[np.ndarray, np.ndarray]:
+  """Colours float `[P, 3]` and instance ids uint8 `[P]` of rays `[P, 3]`.
+
+  Objects get ids 2.. in the order of `scene["kinds"]`; the ground plane and
+  the sky are `BACKGROUND_ID`.
+  """
+  kinds = scene["kinds"]
+  spheres, boxes = np.flatnonzero(kinds == 0), np.flatnonzero(kinds == 1)
+  num_rays = len(origins)
+  t_all = np.full((num_rays, len(kinds)), np.inf)
+  normals = np.zeros((num_rays, len(kinds), 3))
+  if len(spheres):
+    t_all[:, spheres], normals[:, spheres] = intersect_spheres(
+        origins, directions, scene["centres"][spheres], scene["sizes"][spheres, 0])
+  if len(boxes):
+    t_all[:, boxes], normals[:, boxes] = intersect_boxes(
+        origins, directions, scene["centres"][boxes], scene["sizes"][boxes],
+        scene["yaws"][boxes])
+  nearest = t_all.argmin(axis=1)
+  hit = np.isfinite(t_all[np.arange(num_rays), nearest])
+  normal = normals[np.arange(num_rays), nearest]
+  shade = _AMBIENT + (1.0 - _AMBIENT) * np.maximum(normal @ _LIGHT, 0.0)
+  object_color = scene["colors"][nearest] * shade[:, None]
+  ground_hit = directions[:, 2] < 0
+  ground_color = scene["ground_color"] * (_AMBIENT + (1.0 - _AMBIENT) * _LIGHT[2])
+  background = np.where(ground_hit[:, None], ground_color, _SKY_COLOR)
+  colors = np.where(hit[:, None], object_color, background)
+  ids = np.where(hit, nearest + BACKGROUND_ID + 1, BACKGROUND_ID).astype(np.uint8)
+  return colors, ids
+
+
+def sample_scene(rng: np.random.Generator, config: ShapesMultiviewConfig) -> dict[str, np.ndarray]:
+  """Random non-overlapping objects on the ground; footprints kept apart."""
+  target = int(rng.integers(config.min_objects, config.max_objects + 1))
+  kinds, centres, sizes, yaws, footprints = [], [], [], [], []
+  for _ in range(100 * target):
+    if len(kinds) == target:
+      break
+    kind = int(rng.integers(2))
+    size = rng.uniform(config.min_size, config.max_size)
+    footprint = size * (np.sqrt(2.0) if kind else 1.0)
+    xy = rng.uniform(-config.arena, config.arena, size=2)
+    if any(np.linalg.norm(xy - c[:2]) < footprint + f + 0.1 for c, f in zip(centres, footprints)):
+      continue
+    kinds.append(kind)
+    centres.append(np.array([xy[0], xy[1], size]))
+    sizes.append(np.full(3, size))
+    yaws.append(rng.uniform(0.0, np.pi / 2) if kind else 0.0)
+    footprints.append(footprint)
+  hues = rng.permutation(len(_OBJECT_HUES))[:len(kinds)]
+  colors = np.array([colorsys.hsv_to_rgb(_OBJECT_HUES[h] / 360.0, rng.uniform(0.6, 1.0),
+                                         rng.uniform(0.8, 1.0)) for h in hues])
+  return {"kinds": np.array(kinds), "centres": np.array(centres), "sizes": np.array(sizes),
+          "yaws": np.array(yaws), "colors": colors,
+          "ground_color": _GROUND_COLORS[rng.integers(len(_GROUND_COLORS))]}
+
+
+def sample_cameras(rng: np.random.Generator, config: ShapesMultiviewConfig
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+  """`num_views` cameras at random azimuths and elevations, looking at the origin."""
+  cameras = []
+  for _ in range(config.num_views):
+    azimuth = rng.uniform(0.0, 2.0 * np.pi)
+    elevation = np.deg2rad(rng.uniform(config.min_elevation_deg, config.max_elevation_deg))
+    position = config.camera_distance * np.array(
+        [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+         np.sin(elevation)])
+    cameras.append((position, look_at_camera(position)))
+  return cameras
+
+
+def render_views(scene: dict[str, np.ndarray], cameras, resolution: int, fov_deg: float
+                 ) -> dict[str, np.ndarray]:
+  """Images, rays and instance ids of `scene` from each `(position, rotation)` camera."""
+  rays = [pinhole_rays(p, r, resolution, resolution, fov_deg) for p, r in cameras]
+  origins = np.stack([o for o, _ in rays])
+  directions = np.stack([d for _, d in rays])
+  colors, ids = trace(origins.reshape(-1, 3).astype(np.float64),
+                      directions.reshape(-1, 3).astype(np.float64), scene)
+  shape = origins.shape[:3]
+  return {
+      "color_image": np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8).reshape(shape + (3,)),
+      "ray_origins": origins,
+      "ray_directions": directions,
+      "instance_image": ids.reshape(shape + (1,)),
+  }
+
+
+def generate_example(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str, Any]:
+  """Example `index` of `split`, exactly as stored."""
+  rng = np.random.default_rng([config.seed, zlib.crc32(split.encode()), index])
+  scene = sample_scene(rng, config)
+  views = render_views(scene, sample_cameras(rng, config), config.resolution, config.fov_deg)
+  return {**views, "scene_name": f"{split}_{index:06d}"}
+
+
+def features(num_views: int, height: int, width: int) -> tfds.features.FeaturesDict:
+  """The MultiShapeNet-style feature dict of `num_views` views of `height x width`."""
+  tensor = lambda channels, dtype: tfds.features.Tensor(  # pylint: disable=g-long-lambda
+      shape=(num_views, height, width, channels), dtype=dtype,
+      encoding=tfds.features.Encoding.ZLIB)
+  return tfds.features.FeaturesDict({
+      "color_image": tensor(3, np.uint8),
+      "ray_origins": tensor(3, np.float32),
+      "ray_directions": tensor(3, np.float32),
+      "instance_image": tensor(1, np.uint8),
+      "scene_name": tfds.features.Text(),
+  })
+
+
+class ShapesMultiview(tfds.core.GeneratorBasedBuilder):
+  """Ray-traced multi-view scenes of spheres and boxes with exact rays and ids."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [ShapesMultiviewConfig(name=f"{r}x{r}", resolution=r) for r in (32, 64)]
+  DEFAULT_CONFIG_NAME = "64x64"
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    return self.dataset_info_from_configs(
+        description=__doc__.split("\n\n")[0],
+        features=features(cfg.num_views, cfg.resolution, cfg.resolution))
+
+  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
+    """Generates the data locally; never tries to fetch it from GCS."""
+    download_config = dataclasses.replace(
+        download_config or tfds.download.DownloadConfig(), try_download_gcs=False)
+    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
+                                 **kwargs)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    cfg = self.builder_config
+    return {"train": self._generate_examples("train", cfg.num_train),
+            "validation": self._generate_examples("validation", cfg.num_validation)}
+
+  def _generate_examples(self, split: str, num_examples: int):
+    for index in range(num_examples):
+      yield index, generate_example(self.builder_config, split, index)
+
+
+def load(config: str | ShapesMultiviewConfig = "64x64", split: str = "train",
+         data_dir: str | os.PathLike[str] | None = None) -> tf.data.Dataset:
+  """`split` of the dataset as a `tf.data.Dataset`, generated on first use."""
+  builder = ShapesMultiview(config=config, data_dir=data_dir)
+  if not builder.is_prepared():
+    cfg = builder.builder_config
+    print(f"Generating the synthetic multi-view dataset ({cfg.num_train + cfg.num_validation} "
+          f"scenes) in {builder.data_dir} ...", flush=True)
+    builder.download_and_prepare()
+  return builder.as_dataset(split=split)

@@ -1,0 +1,208 @@
+"""Object Scene Representation Transformer (OSRT): SRT encoder, corrector, Slot Mixer.
+
+The encoder turns posed input views into a set-latent scene representation;
+a registered corrector (`CORRECTORS`) turns that set into slots; the Slot
+Mixer decoder renders any query ray from the slots, and its per-ray weights
+over slots are the object masks.
+"""
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.modules.initializers import INITIALIZERS
+from invariant_slots.registry import ConfigError
+
+Array = jax.Array
+
+
+def sinusoidal_encoding(x: Array, num_octaves: int, start_octave: int = 0) -> Array:
+  """Multi-octave sine/cosine features of coordinates.
+
+  Coordinate `x_c` gives `sin(2^k pi x_c)` and `cos(2^k pi x_c)` for
+  `k = start_octave, ..., start_octave + num_octaves - 1`.
+
+  Args:
+    x: `[..., dims]`.
+    num_octaves: Number of frequencies.
+    start_octave: Exponent of the lowest frequency.
+
+  Returns:
+    `[..., dims * 2 * num_octaves]`: all sines (coordinate-major, then octave),
+    then all cosines in the same order.
+  """
+  frequencies = jnp.pi * 2.0 ** jnp.arange(start_octave, start_octave + num_octaves)
+  scaled = (x[..., None] * frequencies).reshape(x.shape[:-1] + (-1,))
+  return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RayEncoding:
+  """Sinusoidal features of ray origins and directions: `[..., 3]` x 2 -> `[..., F]`."""
+
+  origin_octaves: int = 8
+  origin_start_octave: int = 0
+  direction_octaves: int = 4
+  direction_start_octave: int = 0
+
+  def __call__(self, origins: Array, directions: Array) -> Array:
+    return jnp.concatenate([
+        sinusoidal_encoding(origins, self.origin_octaves, self.origin_start_octave),
+        sinusoidal_encoding(directions, self.direction_octaves, self.direction_start_octave),
+    ], axis=-1)
+
+
+class TransformerLayer(nn.Module):
+  """Pre-LN Transformer layer: self-attention (or cross-attention to `context`), MLP."""
+
+  num_heads: int
+  mlp_size: int
+
+  @nn.compact
+  def __call__(self, x: Array, context: Array | None = None) -> Array:
+    y = nn.LayerNorm()(x)
+    kv = y if context is None else context
+    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, kv)
+    y = nn.LayerNorm()(x)
+    y = nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.mlp_size)(y)))
+    return x + y
+
+
+class SRTEncoder(nn.Module):
+  """Scene encoder of SRT: shared CNN over posed views, then a Transformer.
+
+  Each pixel's image colour is concatenated with the encoding of its ray; a
+  CNN (each block: 3x3 conv, 3x3 conv of stride 2) downsamples every view to
+  patches; a Transformer attends over all patches of all views.
+  """
+
+  features: Sequence[int] = (96, 192, 384)
+  hidden_size: int = 768
+  num_layers: int = 5
+  num_heads: int = 12
+  mlp_size: int = 1536
+  output_size: int = 768
+  ray_encoding: RayEncoding = RayEncoding()
+
+  @nn.compact
+  def __call__(self, images: Array, origins: Array, directions: Array) -> Array:
+    """`[batch, views, H, W, 3]` x 3 -> set-latent `[batch, views * h * w, output_size]`."""
+    batch, views = images.shape[:2]
+    x = jnp.concatenate([images, self.ray_encoding(origins, directions)], axis=-1)
+    x = x.reshape((batch * views,) + x.shape[2:])
+    for width in self.features:
+      x = nn.relu(nn.Conv(width, (3, 3))(x))
+      x = nn.relu(nn.Conv(width, (3, 3), strides=2)(x))
+    x = nn.Dense(self.hidden_size)(x)
+    # Marks the first view, the reference frame of the scene, as in SRT.
+    first_view = self.param("first_view_embedding", nn.initializers.normal(0.02),
+                            (2, self.hidden_size))
+    x = x.reshape((batch, views, -1, self.hidden_size))
+    x = x + first_view[jnp.minimum(jnp.arange(views), 1)][None, :, None]
+    x = x.reshape((batch, -1, self.hidden_size))
+    for _ in range(self.num_layers):
+      x = TransformerLayer(self.num_heads, self.mlp_size)(x)
+    return nn.Dense(self.output_size)(nn.LayerNorm()(x))
+
+
+class SlotMixerDecoder(nn.Module):
+  """Slot Mixer: per-ray weights over slots from an allocation Transformer.
+
+  Query rays (encoded like the encoder's) attend to the slots through
+  cross-attention layers; the dot products of the result with projected slots,
+  softmaxed over slots, are the masks; the mask-weighted slot mean and the
+  ray encoding go through an MLP to RGB.
+  """
+
+  hidden_size: int = 256
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_size: int = 512
+  render_sizes: Sequence[int] = (1536, 1536, 1536, 1536)
+  ray_encoding: RayEncoding = RayEncoding()
+
+  @nn.compact
+  def __call__(self, slots: Array, origins: Array, directions: Array) -> dict[str, Array]:
+    """Renders rays `[batch, rays, 3]` from slots `[batch, num_slots, slot_size]`.
+
+    Returns:
+      `rgb [batch, rays, 3]` and `masks [batch, rays, num_slots]`.
+    """
+    rays = self.ray_encoding(origins, directions)
+    queries = nn.Dense(self.hidden_size)(nn.relu(nn.Dense(self.hidden_size)(rays)))
+    context = nn.LayerNorm()(slots)
+    for _ in range(self.num_layers):
+      queries = TransformerLayer(self.num_heads, self.mlp_size)(queries, context)
+    queries = nn.Dense(self.hidden_size, use_bias=False)(nn.LayerNorm()(queries))
+    keys = nn.Dense(self.hidden_size, use_bias=False)(context)
+    logits = jnp.einsum("brd,bkd->brk", queries, keys) / jnp.sqrt(self.hidden_size)
+    masks = jax.nn.softmax(logits, axis=-1)
+    mixed = jnp.einsum("brk,bkd->brd", masks, slots)
+    x = jnp.concatenate([mixed, rays], axis=-1)
+    for width in self.render_sizes:
+      x = nn.relu(nn.Dense(width)(x))
+    return {"rgb": nn.sigmoid(nn.Dense(3)(x)), "masks": masks}
+
+
+class OSRT(nn.Module):
+  """Encoder, slot initialiser, corrector and Slot Mixer decoder."""
+
+  encoder: SRTEncoder
+  initializer: nn.Module
+  corrector: nn.Module
+  decoder: SlotMixerDecoder
+  # Rays decoded at once (0: all); bounds the decoder's memory when rendering
+  # whole views. Rays are independent, so the result does not depend on it.
+  ray_chunk_size: int = 0
+
+  def __call__(self, batch: dict[str, Array], train: bool = False) -> dict[str, Array]:
+    """Encodes the input views and renders the target rays.
+
+    Args:
+      batch: `input_image`, `input_origins`, `input_directions`
+        `[batch, views, H, W, 3]`; `target_origins`, `target_directions`
+        `[batch, rays, 3]`.
+      train: Training mode (passed to the corrector).
+
+    Returns:
+      `reconstruction [batch, rays, 3]`, `masks [batch, rays, num_slots]`,
+      `slots [batch, num_slots, slot_size]` and the corrector's
+      `attention [batch, num_iterations, num_slots, num_latents]`.
+    """
+    latents = self.encoder(batch["input_image"], batch["input_origins"],
+                           batch["input_directions"])
+    slots = self.initializer(latents.shape[0])
+    slots, attention = self.corrector(slots, latents, train=train)
+    origins, directions = batch["target_origins"], batch["target_directions"]
+    chunk = self.ray_chunk_size or origins.shape[1]
+    parts = [self.decoder(slots, origins[:, start:start + chunk],
+                          directions[:, start:start + chunk])
+             for start in range(0, origins.shape[1], chunk)]
+    return {"reconstruction": jnp.concatenate([p["rgb"] for p in parts], axis=1),
+            "masks": jnp.concatenate([p["masks"] for p in parts], axis=1), "slots": slots,
+            "attention": attention}
+
+
+def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
+  """OSRT from `config.model` (encoder, initializer, corrector, decoder, ray_encoding)."""
+  model = config.model
+  if model.num_slots < 1:
+    raise ConfigError(f"model.num_slots must be >= 1, got {model.num_slots}.")
+  if model.corrector.get("num_iterations", 1) < 1:
+    raise ConfigError("model.corrector.num_iterations must be >= 1.")
+  ray_encoding = RayEncoding(**model.ray_encoding)
+  try:
+    encoder = SRTEncoder(**model.encoder, ray_encoding=ray_encoding)
+    decoder = SlotMixerDecoder(**model.decoder, ray_encoding=ray_encoding)
+  except TypeError as e:
+    raise ConfigError(f"Bad model.encoder or model.decoder options: {e}") from None
+  initializer = INITIALIZERS.build(model.initializer, num_slots=model.num_slots,
+                                   slot_size=model.slot_size)
+  corrector = CORRECTORS.build(model.corrector, slot_size=model.slot_size)
+  return OSRT(encoder=encoder, initializer=initializer, corrector=corrector, decoder=decoder,
+              ray_chunk_size=model.get("ray_chunk_size", 0))

@@ -1,0 +1,266 @@
+"""Runs a trained object-discovery model on images and videos and saves what the slots see.
+
+    python -m invariant_slots.predict --workdir=/tmp/shapes --input=cat.png \
+        --input=clip.gif --input=frames_dir/ --output=/tmp/predictions
+
+Loads `workdir/config.json` (written by the trainer) and the latest checkpoint
+of a run of the "images" pipeline. Every input is a PNG/JPEG image, a GIF or a
+folder of PNG/JPEG frames (sorted by name); frames are processed one by one.
+For an input `NAME`, `OUTPUT/NAME/` receives (`.png` for an image, `.gif`
+with one frame per input frame for a video):
+
+  input             the model's input (after resizing)
+  reconstruction    the decoded image
+  mask_<k>          the decoder's alpha mask of slot k (white = 1)
+  segmentation      the input overlaid with one colour per arg-max slot
+  attention         corrector attention: a row per iteration, the input then
+                    one column per slot (each map scaled to max 1)
+  slots.npz         `slots [frames, num_slots, slot_size]`, `attention
+                    [frames, num_iterations, num_slots, h, w]`, `masks
+                    [frames, num_slots, H, W]`
+
+Inputs of another size are resized to `config.data.resolution` with a warning.
+"""
+
+import colorsys
+import json
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+from PIL import Image
+from PIL import ImageSequence
+
+from invariant_slots.registry import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".gif",)
+_FRAMES_PER_BATCH = 8
+_GIF_FRAME_MS = 200
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
+_INPUT = flags.DEFINE_multi_string("input", None, "Image, GIF or folder of frames; repeatable.")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory for the outputs.")
+
+
+def load_run_config(workdir: str):
+  """The `ml_collections.ConfigDict` saved in `workdir/config.json`."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"No config.json in {workdir}; pass the --workdir of a training run.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _open_image(path: str) -> Image.Image:
+  try:
+    image = Image.open(path)
+    image.load()
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"Cannot read image {path}: {e}") from None
+  return image
+
+
+def read_frames(path: str) -> tuple[np.ndarray, bool]:
+  """Reads an input as uint8 `[frames, H, W, 3]` and whether it is a video.
+
+  Raises:
+    ConfigError: the path is missing, unreadable or of an unsupported kind.
+  """
+  if os.path.isdir(path):
+    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+      raise ConfigError(f"Folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} frames.")
+    frames = [_open_image(os.path.join(path, n)).convert("RGB") for n in names]
+    sizes = {frame.size for frame in frames}
+    if len(sizes) > 1:
+      raise ConfigError(f"Frames in {path} differ in size: {sorted(sizes)}.")
+    return np.stack([np.asarray(f) for f in frames]), True
+  if not os.path.isfile(path):
+    raise ConfigError(f"Input {path} does not exist.")
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+    raise ConfigError(f"Unsupported input {path}; use {', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)} "
+                      "or a folder of frames.")
+  image = _open_image(path)
+  if suffix in VIDEO_SUFFIXES:
+    frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    return np.stack(frames), True
+  return np.asarray(image.convert("RGB"))[None], False
+
+
+def fit_resolution(frames: np.ndarray, resolution: Sequence[int], name: str) -> np.ndarray:
+  """uint8 `[frames, h, w, 3]` -> float32 `[frames, H, W, 3]` in [0, 1], resized if needed."""
+  height, width = resolution
+  if frames.shape[1:3] != (height, width):
+    logging.warning("%s is %dx%d; resizing to the model's %dx%d.", name, frames.shape[2],
+                    frames.shape[1], width, height)
+    print(f"warning: {name} is {frames.shape[2]}x{frames.shape[1]}; resized to {width}x{height}.",
+          file=sys.stderr)
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BOX))
+                       for f in frames])
+  return frames.astype(np.float32) / 255.0
+
+
+def slot_colors(num_slots: int) -> np.ndarray:
+  """`[num_slots, 3]` distinct colours in [0, 1] (evenly spaced hues)."""
+  return np.array([colorsys.hsv_to_rgb(k / num_slots, 0.9, 1.0) for k in range(num_slots)],
+                  np.float32)
+
+
+def segmentation_overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """`image [..., H, W, 3]`, `masks [..., K, H, W]` -> image blended with arg-max slot colours."""
+  colors = slot_colors(masks.shape[-3])[np.argmax(masks, axis=-3)]
+  return (1.0 - alpha) * image + alpha * colors
+
+
+def attention_grid(image: np.ndarray, attention: np.ndarray) -> np.ndarray:
+  """`image [H, W, 3]`, `attention [T, K, h, w]` -> `[T * H, (K + 1) * W, 3]`.
+
+  Row t shows the image, then each slot's attention at iteration t, upsampled
+  (nearest) to the image size and scaled to maximum 1.
+  """
+  height, width = image.shape[:2]
+  num_iterations, num_slots, h, w = attention.shape
+  rows, cols = np.arange(height) * h // height, np.arange(width) * w // width
+  maps = attention[:, :, rows][:, :, :, cols]
+  maps = maps / np.maximum(maps.max(axis=(2, 3), keepdims=True), 1e-8)
+  maps = np.repeat(maps[..., None], 3, axis=-1)
+  images = np.broadcast_to(image, (num_iterations, 1, height, width, 3))
+  grid = np.concatenate([images, maps], axis=1)  # [T, K + 1, H, W, 3]
+  return grid.transpose(0, 2, 1, 3, 4).reshape(num_iterations * height,
+                                               (num_slots + 1) * width, 3)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+  return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save_frames(path_stem: str, frames: np.ndarray, video: bool) -> str:
+  """Writes `[frames, H, W, C]` in [0, 1] as `stem.png` (one frame) or `stem.gif`."""
+  frames = _to_uint8(frames)
+  if frames.shape[-1] == 1:
+    frames = frames[..., 0]
+  images = [Image.fromarray(frame) for frame in frames]
+  if not video:
+    path = path_stem + ".png"
+    images[0].save(path)
+    return path
+  path = path_stem + ".gif"
+  images[0].save(path, save_all=True, append_images=images[1:], duration=_GIF_FRAME_MS, loop=0)
+  return path
+
+
+class Predictor:
+  """The model and parameters of a run's latest checkpoint, applied to frames."""
+
+  def __init__(self, workdir: str):
+    # Heavy imports here so flag errors and bad paths are reported quickly.
+    self.config = load_run_config(workdir)
+    import jax  # pylint: disable=g-import-not-at-top
+    from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
+    from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
+    from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+
+    pipeline_name = self.config.get("pipeline", "images")
+    if pipeline_name != "images":
+      raise ConfigError(f"predict supports runs of the 'images' pipeline; {workdir} is a "
+                        f"{pipeline_name!r} run.")
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+      raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
+    checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=1)
+    step = checkpointer.latest_step()
+    if step is None:
+      checkpointer.close()
+      raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
+    pipeline = pipelines.get_pipeline(self.config)
+    self.model = pipeline.build_model(self.config)
+    state = jax.jit(lambda: trainer.init_state(
+        self.model, trainer.make_optimizer(self.config), pipeline.example_batch(self.config),
+        self.config))()
+    self.params = checkpointer.restore(step, state).params
+    checkpointer.close()
+    self.step = step
+    rng = jax.random.PRNGKey(self.config.seed + 1)
+    self._apply = jax.jit(lambda params, image: self.model.apply(
+        {"params": params}, {"image": image}, train=False, rngs={"slots": rng}))
+
+  @property
+  def resolution(self) -> tuple[int, int]:
+    return tuple(self.config.data.resolution)
+
+  def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+    """float32 `[frames, H, W, 3]` -> reconstruction, masks `[frames, K, H, W]`,
+    slots and attention `[frames, T, K, h, w]`, as numpy arrays."""
+    parts = []
+    for start in range(0, len(frames), _FRAMES_PER_BATCH):
+      chunk = frames[start:start + _FRAMES_PER_BATCH]
+      # Padded to one batch shape, so the model compiles once.
+      padded = np.zeros((_FRAMES_PER_BATCH,) + chunk.shape[1:], chunk.dtype)
+      padded[:len(chunk)] = chunk
+      outputs = self._apply(self.params, padded)
+      parts.append({k: np.asarray(outputs[k])[:len(chunk)]
+                    for k in ("reconstruction", "masks", "slots", "attention")})
+    result = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    result["masks"] = result["masks"][..., 0]
+    return result
+
+
+def predict_input(predictor: Predictor, path: str, raw: np.ndarray, video: bool,
+                  output_dir: str) -> list[str]:
+  """Runs the model on the frames `raw` read from `path` and writes
+  `output_dir/<name>/*`; returns the written paths."""
+  name = os.path.basename(os.path.normpath(path))
+  frames = fit_resolution(raw, predictor.resolution, name)
+  outputs = predictor(frames)
+  directory = os.path.join(output_dir, os.path.splitext(name)[0])
+  os.makedirs(directory, exist_ok=True)
+  stem = lambda part: os.path.join(directory, part)  # pylint: disable=unnecessary-lambda-assignment
+  written = [
+      save_frames(stem("input"), frames, video),
+      save_frames(stem("reconstruction"), outputs["reconstruction"], video),
+      save_frames(stem("segmentation"), segmentation_overlay(frames, outputs["masks"]), video),
+      save_frames(stem("attention"), np.stack([
+          attention_grid(frame, attention)
+          for frame, attention in zip(frames, outputs["attention"])]), video),
+  ]
+  for k in range(outputs["masks"].shape[1]):
+    written.append(save_frames(stem(f"mask_{k}"), outputs["masks"][:, k, ..., None], video))
+  npz = stem("slots.npz")
+  np.savez(npz, slots=outputs["slots"], attention=outputs["attention"], masks=outputs["masks"])
+  written.append(npz)
+  return written
+
+
+def run(workdir: str, inputs: Sequence[str], output_dir: str,
+        predictor: Predictor | None = None) -> list[str]:
+  """Predicts every input with the run in `workdir` (or an already loaded
+  `predictor` of it); returns the written paths."""
+  loaded = [(path, *read_frames(path)) for path in inputs]  # Fail before the slow model load.
+  predictor = predictor or Predictor(workdir)
+  written = []
+  for path, raw, video in loaded:
+    written += predict_input(predictor, path, raw, video, output_dir)
+  return written
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    written = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"Wrote {len(written)} files to {_OUTPUT.value}.")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir", "input", "output"])
+  app.run(main)

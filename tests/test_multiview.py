@@ -1,0 +1,273 @@
+"""Multi-view pipeline: rays, ray tracer, MSN-schema loader, OSRT model, render command."""
+
+import os
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.conftest import corrector_params
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from invariant_slots import pipelines
+from invariant_slots.datasets import multishapenet
+from invariant_slots.datasets import shapes_multiview
+from invariant_slots.lib import config_defaults
+from invariant_slots.lib import preprocessing
+from invariant_slots.lib import trainer
+from invariant_slots.modules import multiview
+from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.registry import ConfigError
+from tests import training_utils
+
+CONFIG = os.path.join(training_utils.REPO, "configs", "shapes_multiview.py")
+
+# `configs/shapes_multiview.py` shrunk to seconds: 16x16 views, tiny networks.
+TINY = {
+    "data.shapes_multiview.resolution": 16,
+    "data.shapes_multiview.num_train": 8,
+    "data.shapes_multiview.num_validation": 2,
+    "data.num_eval_examples": 2,
+    "data.resolution": (16, 16),
+    "data.shuffle_buffer_size": 8,
+    "data.preprocess_train": ["multiview_train(5, 64, 0)"],
+    "batch_size": 2,
+    "num_train_steps": 2,
+    "warmup_steps": 1,
+    "log_loss_every_steps": 1,
+    "eval_every_steps": 2,
+    "checkpoint_every_steps": 2,
+    "num_eval_images": 1,
+    "model.slot_size": 32,
+    "model.encoder": dict(features=[8, 16], hidden_size=32, num_layers=1, num_heads=2,
+                          mlp_size=32, output_size=32),
+    "model.corrector.mlp_size": 32,
+    "model.decoder": dict(hidden_size=32, num_layers=1, num_heads=2, mlp_size=32,
+                          render_sizes=[32]),
+    "render": dict(num_frames=3, fov_deg=45.0),
+}
+
+
+def tiny_config(data_dir: str, **overrides):
+  return config_defaults.load_config(CONFIG, **{**TINY, "data.data_dir": data_dir, **overrides})
+
+
+@pytest.fixture(scope="session")
+def multiview_data_dir(tmp_path_factory) -> str:
+  return str(tmp_path_factory.mktemp("tfds_multiview"))
+
+
+def test_pinhole_rays_hit_the_image_plane_at_pixel_centres():
+  distance, fov, height, width = 5.0, 60.0, 6, 8
+  position = np.array([distance, 0.0, 0.0])  # Looking along -x: right = +y, up = +z.
+  origins, directions = shapes_multiview.pinhole_rays(
+      position, shapes_multiview.look_at_camera(position), height, width, fov)
+  assert origins.shape == directions.shape == (height, width, 3)
+  np.testing.assert_allclose(origins, np.broadcast_to(position, origins.shape))
+  np.testing.assert_allclose(np.linalg.norm(directions, axis=-1), 1.0, atol=1e-6)
+  # Where each ray meets the plane x = 0 through the look-at point.
+  hits = origins + (distance / -directions[..., :1]) * directions
+  half = distance * np.tan(np.radians(fov) / 2)
+  expected_y = half * (2 * (np.arange(width) + 0.5) / width - 1)
+  expected_z = half * (1 - 2 * (np.arange(height) + 0.5) / height)
+  np.testing.assert_allclose(hits[..., 0], 0.0, atol=1e-5)
+  np.testing.assert_allclose(hits[..., 1], np.broadcast_to(expected_y, (height, width)),
+                             atol=1e-5)
+  np.testing.assert_allclose(hits[..., 2], np.broadcast_to(expected_z[:, None], (height, width)),
+                             atol=1e-5)
+
+
+def test_tracer_ids_match_the_analytic_sphere_projection():
+  config = shapes_multiview.ShapesMultiviewConfig(name="t", resolution=48, num_views=3)
+  centre, radius = np.array([0.7, -0.4, 0.8]), 0.8
+  scene = {"kinds": np.array([0]), "centres": centre[None], "sizes": np.full((1, 3), radius),
+           "yaws": np.zeros(1), "colors": np.ones((1, 3)), "ground_color": np.zeros(3)}
+  cameras = shapes_multiview.sample_cameras(np.random.default_rng(1), config)
+  views = shapes_multiview.render_views(scene, cameras, config.resolution, config.fov_deg)
+  scale = np.tan(np.radians(config.fov_deg) / 2)
+  pixels = (np.arange(config.resolution) + 0.5) / config.resolution
+  u, v = np.meshgrid((2 * pixels - 1) * scale, (1 - 2 * pixels) * scale)
+  for (position, rotation), ids in zip(cameras, views["instance_image"][..., 0]):
+    # Image-plane points q = (u, v, 1) see the sphere iff q^T M q >= 0 with the
+    # cone matrix M = c c^T - (|c|^2 - r^2) I of the camera-frame centre c.
+    c = rotation.T @ (centre - position)
+    q = np.stack([u, v, np.ones_like(u)], axis=-1)
+    cone = (q @ c) ** 2 - (q * q).sum(-1) * (c @ c - radius**2)
+    clear = np.abs(cone) > 0.02 * (q * q).sum(-1)  # Skip pixels on the outline.
+    inside = cone > 0
+    assert inside.any() and (~inside).any()
+    np.testing.assert_array_equal(ids[clear] == 2, inside[clear])
+    assert set(np.unique(ids)) <= {1, 2}
+
+
+def test_generated_scenes_are_deterministic_with_consistent_ids():
+  config = shapes_multiview.ShapesMultiviewConfig(name="t", resolution=16)
+  first = shapes_multiview.generate_example(config, "train", 3)
+  again = shapes_multiview.generate_example(config, "train", 3)
+  other = shapes_multiview.generate_example(config, "train", 4)
+  np.testing.assert_array_equal(first["color_image"], again["color_image"])
+  assert not np.array_equal(first["color_image"], other["color_image"])
+  assert first["color_image"].shape == (10, 16, 16, 3)
+  ids = first["instance_image"]
+  assert ids.min() == shapes_multiview.BACKGROUND_ID and ids.max() <= 1 + config.max_objects
+  # Ids are per object, not per view: each object keeps one colour in every view.
+  for object_id in np.unique(ids)[1:]:
+    colors = first["color_image"][ids[..., 0] == object_id].astype(float)
+    hue = colors / np.maximum(colors.sum(-1, keepdims=True), 1)
+    assert np.ptp(hue, axis=0).max() < 0.1
+
+
+class _MultiShapenetConditional(tfds.core.GeneratorBasedBuilder):
+  """A few scenes in the MultiShapeNet-Hard schema, for the loader test."""
+
+  name = "multi_shapenet_conditional"
+  VERSION = tfds.core.Version("2.8.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=shapes_multiview.features(10, 8, 8))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples("train", 3),
+            "test": self._generate_examples("test", 2)}
+
+  def _generate_examples(self, split, count):
+    config = shapes_multiview.ShapesMultiviewConfig(name="msn", resolution=8)
+    for index in range(count):
+      yield index, shapes_multiview.generate_example(config, split, index)
+
+
+def test_loader_reads_a_local_dataset_of_the_msn_schema(tmp_path):
+  _MultiShapenetConditional(data_dir=str(tmp_path)).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  data = config_defaults.load_config(CONFIG).data
+  data.source, data.data_dir, data.train_split, data.eval_split = (
+      "multi_shapenet", str(tmp_path), "train", "test")
+  data.num_eval_examples = 0
+  evaluation, size = multishapenet.load_multi_shapenet(data, False, 1, 0)
+  scenes = list(evaluation.as_numpy_iterator())
+  assert size == len(scenes) == 2
+  config = shapes_multiview.ShapesMultiviewConfig(name="msn", resolution=8)
+  written = shapes_multiview.generate_example(config, "test", 1)
+  read = next(s for s in scenes if np.array_equal(s["color_image"], written["color_image"]))
+  np.testing.assert_array_equal(read["ray_directions"], written["ray_directions"])
+  np.testing.assert_array_equal(read["instance_image"], written["instance_image"])
+  train, _ = multishapenet.load_multi_shapenet(data, True, 1, 0)
+  indices = [int(x["sample_index"]) for x in train.take(7).as_numpy_iterator()]
+  assert indices == list(range(7))  # Repeats past the 3 scenes, numbering each pass.
+
+
+def test_missing_msn_data_names_the_synthetic_config(tmp_path):
+  with pytest.raises(ConfigError, match="configs/shapes_multiview.py"):
+    multishapenet.msn_builder(str(tmp_path))
+
+
+def _scene_features(num_views=10, size=4, sample_index=0):
+  rng = np.random.default_rng(0)
+  return {
+      "color_image": tf.constant(rng.integers(0, 256, (num_views, size, size, 3)), tf.uint8),
+      "ray_origins": tf.constant(rng.normal(size=(num_views, size, size, 3)), tf.float32),
+      "ray_directions": tf.constant(rng.normal(size=(num_views, size, size, 3)), tf.float32),
+      "instance_image": tf.constant(rng.integers(1, 5, (num_views, size, size, 1)), tf.uint8),
+      "sample_index": tf.constant(sample_index, tf.int64),
+  }
+
+
+def test_train_op_draws_target_rays_from_the_held_out_views_only():
+  features = _scene_features()
+  op = preprocessing.parse_op("multiview_train(4, 30, 7)")
+  out = {k: v.numpy() for k, v in op(dict(features)).items()}
+  assert out["input_image"].shape == (4, 4, 4, 3) and out["target_color"].shape == (30, 3)
+  origins = features["ray_origins"].numpy()
+  # Input views and target rays partition the views; no ray is drawn twice.
+  input_views = [int(np.flatnonzero((origins == view).all(axis=(1, 2, 3)))[0])
+                 for view in out["input_origins"]]
+  target_views = [int(np.flatnonzero((origins == ray).all(axis=-1).any(axis=(1, 2)))[0])
+                  for ray in out["target_origins"]]
+  assert len(set(input_views)) == 4 and not set(input_views) & set(target_views)
+  assert len(np.unique(out["target_origins"], axis=0)) == 30
+  again = op(dict(features))
+  np.testing.assert_array_equal(again["target_origins"], out["target_origins"])
+  later = op(dict(_scene_features(sample_index=1)))
+  assert not np.array_equal(later["target_origins"], out["target_origins"])
+
+
+def test_eval_op_keeps_view_order_and_shifts_ids():
+  features = _scene_features()
+  out = preprocessing.parse_op("multiview_eval(5)")(dict(features))
+  np.testing.assert_allclose(out["target_color"].numpy(),
+                             features["color_image"].numpy()[5:].reshape(-1, 3) / 255.0)
+  np.testing.assert_array_equal(out["target_ids"].numpy(),
+                                features["instance_image"].numpy()[5:].reshape(-1) - 1)
+  with pytest.raises(ConfigError, match="num_input_views"):
+    preprocessing.parse_op("multiview_eval(10)")(dict(features))
+
+
+def test_sinusoidal_encoding_shapes_and_frequencies():
+  x = jnp.array([[0.1, -0.3, 0.7]] * 2)
+  encoded = multiview.sinusoidal_encoding(x, num_octaves=4, start_octave=-1)
+  assert encoded.shape == (2, 3 * 2 * 4)
+  frequencies = np.pi * 2.0 ** np.arange(-1, 3)
+  scaled = (np.asarray(x)[..., None] * frequencies).reshape(2, -1)
+  np.testing.assert_allclose(encoded, np.concatenate([np.sin(scaled), np.cos(scaled)], -1),
+                             atol=1e-6)
+  ray = multiview.RayEncoding(origin_octaves=3, direction_octaves=2)
+  assert ray(x, x).shape == (2, 3 * 2 * 3 + 3 * 2 * 2)
+
+
+@pytest.mark.parametrize("corrector", corrector_params(CORRECTORS.names))
+def test_osrt_train_step_with_every_corrector(corrector):
+  options = dict(name=corrector, mlp_size=32)
+  if "num_iterations" in CORRECTORS.get(corrector).__dataclass_fields__:
+    options["num_iterations"] = 1
+  config = tiny_config("/unused", **{"model.corrector": options, "warmup_steps": 0,
+                                     "model.encoder.features": []})
+  pipeline = pipelines.get_pipeline(config)
+  model = pipeline.build_model(config)
+  tx = trainer.make_optimizer(config)
+  rng = np.random.default_rng(0)
+  views = lambda: jnp.asarray(rng.uniform(size=(2, 2, 8, 8, 3)), jnp.float32)
+  rays = lambda: jnp.asarray(rng.uniform(size=(2, 12, 3)), jnp.float32)
+  batch = {"input_image": views(), "input_origins": views(), "input_directions": views(),
+           "target_origins": rays(), "target_directions": rays(), "target_color": rays()}
+  key = jax.random.PRNGKey(0)
+  outputs, variables = model.init_with_output({"params": key, "slots": key}, batch)
+  state = trainer.TrainState(step=jnp.asarray(0), params=variables["params"],
+                             opt_state=tx.init(variables["params"]), rng=key)
+  assert outputs["reconstruction"].shape == (2, 12, 3)
+  assert outputs["masks"].shape == (2, 12, config.model.num_slots)
+  np.testing.assert_allclose(outputs["masks"].sum(-1), 1.0, rtol=1e-5)
+  new_state, train_metrics = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
+  assert np.isfinite(float(train_metrics.compute()["loss"]))
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
+  assert any(jax.tree.leaves(changed["corrector"])) and any(jax.tree.leaves(changed["encoder"]))
+
+
+@pytest.mark.slow
+def test_training_and_render_command_write_their_outputs(multiview_data_dir, tmp_path):
+  config_path = tmp_path / "tiny_multiview.py"
+  config_path.write_text(textwrap.dedent(f"""
+      from tests import test_multiview
+      def get_config():
+        return test_multiview.tiny_config({multiview_data_dir!r})
+  """))
+  workdir, frames = tmp_path / "run", tmp_path / "frames"
+  result = training_utils.run_main([f"--config={config_path}", f"--workdir={workdir}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "eval: step 2" in result.stdout and "psnr=" in result.stdout
+  psnr = training_utils.read_scalars(str(workdir), "eval/psnr")
+  assert set(psnr) == {2} and np.isfinite(psnr[2])
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  render = subprocess.run(
+      [sys.executable, "-m", "invariant_slots.render", f"--config={config_path}",
+       f"--workdir={workdir}", f"--output_dir={frames}", "--scale=2"],
+      cwd=training_utils.REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert render.returncode == 0, render.stderr[-3000:]
+  assert sorted(os.listdir(frames)) == ["frame_000.png", "frame_001.png", "frame_002.png",
+                                        "orbit.gif"]
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  assert Image.open(frames / "frame_000.png").size == (2 * 16 * 2, 16 * 2)
+  assert Image.open(frames / "orbit.gif").n_frames == 3

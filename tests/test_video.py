@@ -1,0 +1,244 @@
+"""Tests for the video pipeline: MOVi-schema data, video ops, SAVi model and metrics."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sklearn.metrics
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from invariant_slots.datasets import movi
+from invariant_slots.lib import config_defaults
+from invariant_slots.lib import preprocessing
+from invariant_slots.lib import trainer
+from invariant_slots.lib import video_ops
+from invariant_slots.modules import video as video_modules
+from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.pipelines import video as video_pipeline
+from invariant_slots.registry import ConfigError
+from tests.conftest import corrector_params
+from tests.training_utils import REPO, run_main
+
+SHAPES_VIDEO = os.path.join(REPO, "configs", "shapes_video.py")
+_SMALL = movi.MoviShapesConfig(name="test32", resolution=32, num_frames=24, min_objects=2,
+                               max_objects=3, num_train=8, num_validation=4)
+
+
+class MoviC(tfds.core.GeneratorBasedBuilder):
+  """A few synthetic videos written under the real MOVi-C name and features."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="128x128")]
+
+  def _info(self):
+    return self.dataset_info_from_configs(features=movi.movi_features(24, 128, 128))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples("train", 4),
+            "validation": self._generate_examples("validation", 2)}
+
+  def _generate_examples(self, split, count):
+    config = movi.MoviShapesConfig(name="c128", resolution=128, max_objects=4)
+    for index in range(count):
+      yield index, movi.generate_example(config, split, index)
+
+
+@pytest.fixture(scope="session")
+def movi_c_dir(tmp_path_factory) -> str:
+  data_dir = str(tmp_path_factory.mktemp("movi_c"))
+  MoviC(config="128x128", data_dir=data_dir).download_and_prepare()
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def stored_example(tmp_path_factory):
+  """(generated numpy example, the same example read back through TFDS)."""
+  data_dir = str(tmp_path_factory.mktemp("movi_shapes"))
+  stored = next(iter(movi.load_synthetic(_SMALL, "train", data_dir).take(1)))
+  index = int(stored["metadata"]["video_name"].numpy().decode().split("_")[-1])
+  return movi.generate_example(_SMALL, "train", index), stored
+
+
+def test_flow_and_depth_dequantize_to_the_exact_motion(stored_example):
+  example, stored = stored_example
+  res = _SMALL.resolution
+  features = video_ops.video_from_tfds("forward_flow")(stored)
+  flow = features["flow"].numpy()
+  backward = video_ops.video_from_tfds("backward_flow")(stored)["flow"].numpy()
+  depth = features["depth"].numpy()[..., 0]
+  seg = stored["segmentations"].numpy()[..., 0]
+  np.testing.assert_array_equal(seg, example["segmentations"][..., 0])
+  instances = {"positions": stored["instances"]["positions"].numpy()}
+  step = lambda r: (float(r[1]) - float(r[0])) / 65535  # One quantisation step.
+  for k in range(len(instances["positions"])):
+    centre = instances["positions"][k][:, :2]
+    displacement = (centre[1:] - centre[:-1]) * res  # [T - 1, 2] pixels.
+    for t in range(_SMALL.num_frames - 1):
+      pixels = seg[t] == k + 1
+      np.testing.assert_allclose(flow[t][pixels], np.broadcast_to(displacement[t], (
+          pixels.sum(), 2)), atol=step(stored["metadata"]["forward_flow_range"]) + 1e-4)
+      later = seg[t + 1] == k + 1
+      np.testing.assert_allclose(backward[t + 1][later], np.broadcast_to(-displacement[t], (
+          later.sum(), 2)), atol=step(stored["metadata"]["backward_flow_range"]) + 1e-4)
+    object_depth = instances["positions"][k][0, 2]
+    np.testing.assert_allclose(depth[seg == k + 1], object_depth,
+                               atol=step(stored["metadata"]["depth_range"]) + 1e-4)
+  np.testing.assert_allclose(depth[seg == 0], movi.BACKGROUND_DEPTH,
+                             atol=step(stored["metadata"]["depth_range"]) + 1e-4)
+  # Numpy quantisation round trip on arbitrary values.
+  values = np.random.default_rng(0).normal(size=(5, 7, 2)).astype(np.float32) * 3
+  quantized, value_range = movi.quantize(values)
+  assert quantized.dtype == np.uint16 and value_range.dtype == np.float32
+  np.testing.assert_allclose(movi.dequantize(quantized, value_range), values,
+                             atol=step(value_range) / 2 + 1e-6)
+  np.testing.assert_allclose(video_ops.dequantize(quantized, value_range).numpy(), values,
+                             atol=step(value_range) / 2 + 1e-6)
+
+
+def test_boxes_are_densified_per_frame(stored_example):
+  _, stored = stored_example
+  features = video_ops.video_from_tfds()(stored)
+  max_instances = 2  # Fewer than some videos hold: the extra objects are dropped.
+  features = video_ops.sparse_to_dense_annotation(max_instances=max_instances)(features)
+  boxes, centers = features["boxes"].numpy(), features["centers"].numpy()
+  seg = stored["segmentations"].numpy()[..., 0]
+  res = _SMALL.resolution
+  assert boxes.shape == (_SMALL.num_frames, max_instances, 4)
+  for t in range(_SMALL.num_frames):
+    for k in range(max_instances):
+      ys, xs = np.nonzero(seg[t] == k + 1)
+      if len(ys) == 0:
+        np.testing.assert_array_equal(boxes[t, k], video_ops.NO_BOX)
+        np.testing.assert_array_equal(centers[t, k], video_ops.NO_BOX)
+        continue
+      np.testing.assert_allclose(
+          boxes[t, k], [ys.min() / res, xs.min() / res, (ys.max() + 1) / res,
+                        (xs.max() + 1) / res], atol=1e-6)
+      np.testing.assert_allclose(centers[t, k], [(ys.mean() + 0.5) / res,
+                                                 (xs.mean() + 0.5) / res], atol=1e-5)
+  # Sparse boxes on frames 0 and 2 of 3; instance 1 has none.
+  bboxes = tf.ragged.constant([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.6, 0.7]], []],
+                              ragged_rank=1, inner_shape=(4,))
+  frames = tf.ragged.constant([[0, 2], []])
+  dense = video_ops.dense_boxes(bboxes, frames, num_frames=3, max_instances=3).numpy()
+  expected = np.full((3, 3, 4), video_ops.NO_BOX, np.float32)
+  expected[0, 0], expected[2, 0] = [0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.6, 0.7]
+  np.testing.assert_allclose(dense, expected)
+
+
+def test_temporal_ops_and_resize():
+  video = tf.random.uniform((24, 8, 8, 3))
+  flow = tf.ones((24, 8, 8, 2))
+  boxes = tf.reshape(tf.range(24 * 4, dtype=tf.float32), (24, 1, 4))
+  ops = preprocessing.build_ops(["temporal_random_strided_window(length=6)",
+                                 "resize_small(16)"])
+  out = ops({"video": video, "flow": flow, "boxes": boxes, "video_name": tf.constant("v7")})
+  assert out["video"].shape == (6, 16, 16, 3)
+  start = int(out["boxes"][0, 0, 0].numpy()) // 4
+  np.testing.assert_array_equal(out["boxes"].numpy(), boxes.numpy()[start:start + 6])
+  np.testing.assert_allclose(out["flow"].numpy(), 2.0)  # Displacements scale with size.
+  padded = video_ops.temporal_crop_or_pad(length=30)({"video": video, "boxes": boxes})
+  assert padded["video"].shape[0] == 30 and np.all(padded["boxes"].numpy()[24:] == -1)
+  rgb = video_ops.flow_to_rgb_tensor(tf.constant([[[[0.0, 0.0]]]])).numpy()
+  np.testing.assert_allclose(rgb, 1.0)  # Zero flow is white.
+
+
+def test_predictor_is_permutation_equivariant():
+  predictor = video_modules.TransformerPredictor(num_heads=2, mlp_size=8)
+  slots = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
+  params = predictor.init(jax.random.PRNGKey(1), slots)
+  permutation = np.array([3, 0, 4, 1, 2])
+  out = predictor.apply(params, slots)
+  np.testing.assert_allclose(predictor.apply(params, slots[:, permutation]),
+                             out[:, permutation], atol=1e-5)
+  assert not np.allclose(out, slots, atol=1e-3)
+
+
+def test_video_ari_equals_sklearn_on_the_flattened_video():
+  rng = np.random.default_rng(0)
+  true_ids = rng.integers(0, 4, size=(3, 5, 6, 6))
+  pred_ids = rng.integers(0, 5, size=(3, 5, 6, 6))
+  # Example 0: a perfect per-frame segmentation whose slot ids swap at frame 3,
+  # so each object is split over time: per-frame ARIs are 1, the video ARI is not.
+  pred_ids[0] = true_ids[0]
+  pred_ids[0, 3:] = (true_ids[0, 3:] % 3) + 1
+  pred_ids[0, 3:][true_ids[0, 3:] == 0] = 0
+  for foreground in (False, True):
+    got = video_pipeline.video_ari(jnp.asarray(true_ids), jnp.asarray(pred_ids), 4, 5,
+                                   ignore_background=foreground)
+    for i in range(3):
+      true, pred = true_ids[i, 1:].ravel(), pred_ids[i, 1:].ravel()
+      if foreground:
+        true, pred = true[true > 0], pred[true > 0]
+      assert got[i] == pytest.approx(sklearn.metrics.adjusted_rand_score(true, pred), abs=1e-5)
+  assert got[0] < 0.9
+
+
+def _tiny_video_config(data_dir: str, corrector: str):
+  """`configs/shapes_video.py` with 16x16 frames and a minimal model."""
+  return config_defaults.load_config(SHAPES_VIDEO, **{
+      "data.data_dir": data_dir, "batch_size": 2, "warmup_steps": 0,
+      "data.resolution": (16, 16), "model.slot_size": 8,
+      "model.encoder": {"name": "CNN", "features": [8], "strides": [2], "kernel_size": 3,
+                        "mlp_size": 8},
+      "model.corrector": {"name": corrector, "mlp_size": 8},
+      "model.predictor": {"num_heads": 2, "mlp_size": 8}, "model.initializer.hidden_size": 8,
+      "model.decoder": {"name": "SpatialBroadcast", "broadcast_size": (16, 16),
+                        "features": [8], "strides": [1], "kernel_size": 3}})
+
+
+@pytest.mark.parametrize("name", corrector_params(CORRECTORS.names))
+def test_every_corrector_runs_a_video_train_step(name):
+  config = _tiny_video_config("/nonexistent", name)
+  pipeline = video_pipeline.VideoPipeline()
+  model = pipeline.build_model(config)
+  tx = trainer.make_optimizer(config)
+  rng = np.random.default_rng(0)
+  batch = {"video": rng.uniform(size=(2, 3, 16, 16, 3)).astype(np.float32),
+           "boxes": np.tile(np.array([0.1, 0.1, 0.5, 0.5], np.float32), (2, 3, 3, 1)),
+           "centers": np.full((2, 3, 3, 2), 0.3, np.float32),
+           "flow": rng.uniform(size=(2, 3, 16, 16, 3)).astype(np.float32),
+           "depth": rng.uniform(size=(2, 3, 16, 16, 1)).astype(np.float32)}
+  # Eager (op by op): compiled primitives are shared between the correctors,
+  # which takes a fraction of compiling a train step per corrector.
+  with jax.disable_jit():
+    state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+    new_state, step_metrics = trainer.make_train_step(model, tx, config)(state, batch)
+    values = step_metrics.compute()
+  assert np.isfinite(values["loss"]) and values["grad_norm"] > 0
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
+  assert all(jax.tree.leaves(changed["recurrence"]))
+
+
+def test_bad_slot_count_and_missing_dataset_give_config_errors(tmp_path):
+  config = _tiny_video_config(str(tmp_path), "SA")
+  config.model.num_slots = 3
+  with pytest.raises(ConfigError, match="num_slots=3"):
+    video_pipeline.VideoPipeline().build_model(config)
+  with pytest.raises(ConfigError, match="configs/shapes_video.py"):
+    movi.movi_builder("movi_c/128x128:1.0.0", str(tmp_path / "missing"))
+
+
+@pytest.mark.slow
+def test_movi_c_config_trains_and_evaluates_on_movi_c_schema_data(tmp_path, movi_c_dir):
+  overrides = {
+      "data.data_dir": movi_c_dir, "batch_size": 2, "num_train_steps": 2, "warmup_steps": 1,
+      "log_loss_every_steps": 1, "eval_every_steps": 2, "checkpoint_every_steps": 2,
+      "num_eval_images": 1, "data.shuffle_buffer_size": 4, "model.slot_size": 16,
+      "model.encoder.width": 4, "model.encoder.mlp_size": 16,
+      "model.corrector.mlp_size": 16, "model.predictor.mlp_size": 16,
+      "model.initializer.hidden_size": 16, "model.decoder.features": "(8, 8, 8, 8)",
+  }
+  flags = [f"--config={os.path.join(REPO, 'configs', 'movi_c.py')}",
+           f"--workdir={tmp_path / 'work'}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  result = run_main(flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  line = [l for l in result.stdout.splitlines() if l.startswith("eval: step 2")]
+  assert line, result.stdout
+  values = dict(part.split("=") for part in line[0].split()[3:] if "=" in part)
+  for key in ("fg_ari", "fg_miou", "loss"):
+    assert np.isfinite(float(values[key])), line
