@@ -33,14 +33,17 @@ from invariant_slots.registry import ConfigError
 Array = jax.Array
 UpdateMap = Callable[[Array], Array]
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training directory with checkpoints.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: WORKDIR/analysis.")
-_NUM_SCENES = flags.DEFINE_integer("num_scenes", 8, "Eval scenes for residuals and Jacobians.")
-_NUM_COUNT_SCENES = flags.DEFINE_integer(
-    "num_count_scenes", 512, "Eval scenes for SlotODE step counts by number of objects.")
-flags.mark_flags_as_required(["config", "workdir"])
+# Flags exist only when run as a command, so that the module can be imported
+# next to the other commands (tests do).
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training directory with checkpoints.")
+  _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: WORKDIR/analysis.")
+  _NUM_SCENES = flags.DEFINE_integer("num_scenes", 8, "Eval scenes for residuals and Jacobians.")
+  _NUM_COUNT_SCENES = flags.DEFINE_integer(
+      "num_count_scenes", 512, "Eval scenes for SlotODE step counts by number of objects.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def jacobians(update: UpdateMap, slots: Array) -> Array:

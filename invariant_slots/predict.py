@@ -42,9 +42,12 @@ VIDEO_SUFFIXES = (".gif",)
 _FRAMES_PER_BATCH = 8
 _GIF_FRAME_MS = 200
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
-_INPUT = flags.DEFINE_multi_string("input", None, "Image, GIF or folder of frames; repeatable.")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory for the outputs.")
+# Flags exist only when run as a command, so that the module can be imported
+# next to the other commands (tests do).
+if __name__ == "__main__":
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
+  _INPUT = flags.DEFINE_multi_string("input", None, "Image, GIF or folder of frames; repeatable.")
+  _OUTPUT = flags.DEFINE_string("output", None, "Directory for the outputs.")
 
 
 def load_run_config(workdir: str):

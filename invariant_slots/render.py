@@ -19,14 +19,17 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training directory with checkpoints.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where PNG frames and the GIF go.")
-_SCENE = flags.DEFINE_integer("scene", 0, "Index of the scene in the eval split.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-_SCALE = flags.DEFINE_integer("scale", 4, "Integer upscaling of the written images.")
-flags.mark_flags_as_required(["config", "workdir", "output_dir"])
+# Flags exist only when run as a command, so that the module can be imported
+# next to the other commands (tests do).
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                            lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training directory with checkpoints.")
+  _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where PNG frames and the GIF go.")
+  _SCENE = flags.DEFINE_integer("scene", 0, "Index of the scene in the eval split.")
+  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+  _SCALE = flags.DEFINE_integer("scale", 4, "Integer upscaling of the written images.")
+  flags.mark_flags_as_required(["config", "workdir", "output_dir"])
 
 
 def orbit_geometry(origins: np.ndarray) -> tuple[float, float]:
