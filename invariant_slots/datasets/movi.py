@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from invariant_slots.datasets import local_builder
 from invariant_slots.datasets import shapes
 from invariant_slots.registry import ConfigError
 
@@ -330,7 +331,7 @@ def generate_example(config: MoviShapesConfig, split: str, index: int) -> dict[s
   return render_video(rng, config, f"{split}_{index}")
 
 
-class MoviShapes(tfds.core.GeneratorBasedBuilder):
+class MoviShapes(local_builder.LocallyGeneratedBuilder):
   """Synthetic 2D videos in the MOVi feature schema, generated locally."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -345,22 +346,8 @@ class MoviShapes(tfds.core.GeneratorBasedBuilder):
         features=movi_features(cfg.num_frames, cfg.resolution, cfg.resolution),
         supervised_keys=None)
 
-  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
-    """Generates the data locally; never tries to fetch it from GCS."""
-    download_config = dataclasses.replace(
-        download_config or tfds.download.DownloadConfig(), try_download_gcs=False)
-    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
-                                 **kwargs)
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    cfg = self.builder_config
-    return {"train": self._generate_examples("train", cfg.num_train),
-            "validation": self._generate_examples("validation", cfg.num_validation)}
-
-  def _generate_examples(self, split: str, num_examples: int):
-    for index in range(num_examples):
-      yield index, generate_example(self.builder_config, split, index)
+  def generate(self, split: str, index: int) -> dict[str, Any]:
+    return generate_example(self.builder_config, split, index)
 
 
 # Features the video pipeline never reads: left encoded, saving their decoding.

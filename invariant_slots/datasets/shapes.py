@@ -53,6 +53,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from invariant_slots.datasets import local_builder
+
 SHAPES: tuple[str, ...] = (
     "circle",
     "square",
@@ -434,7 +436,7 @@ def generate_example(config: ShapesConfig, split: str,
   return render_scene(example_rng(config, split, index), config)
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
+class Shapes(local_builder.LocallyGeneratedBuilder):
   """Synthetic 2D multi-object scenes with exact instance segmentations."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -473,30 +475,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         supervised_keys=None,
     )
 
-  def download_and_prepare(self, *, download_dir=None, download_config=None,
-                           **kwargs) -> None:
-    """Generates the data locally; never tries to fetch it from GCS."""
-    if download_config is None:
-      download_config = tfds.download.DownloadConfig()
-    download_config = dataclasses.replace(download_config,
-                                          try_download_gcs=False)
-    super().download_and_prepare(download_dir=download_dir,
-                                 download_config=download_config, **kwargs)
-
-  def _split_generators(self, dl_manager):
-    """Train and validation splits; nothing is downloaded."""
-    del dl_manager
-    cfg = self.builder_config
-    return {
-        "train": self._generate_examples("train", cfg.num_train),
-        "validation": self._generate_examples("validation",
-                                              cfg.num_validation),
-    }
-
-  def _generate_examples(self, split: str, num_examples: int):
-    """Yields (index, example) pairs, deterministic per split and index."""
-    for index in range(num_examples):
-      yield index, generate_example(self.builder_config, split, index)
+  def generate(self, split: str, index: int) -> dict[str, Any]:
+    return generate_example(self.builder_config, split, index)
 
 
 def load(config: str | ShapesConfig = "64x64", split: str = "train",

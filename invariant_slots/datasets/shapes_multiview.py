@@ -30,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from invariant_slots.datasets import local_builder
+
 BACKGROUND_ID = 1
 _LIGHT = np.array([0.4, -0.3, 0.87]) / np.linalg.norm([0.4, -0.3, 0.87])
 _AMBIENT = 0.35
@@ -281,7 +283,7 @@ def features(num_views: int, height: int, width: int) -> tfds.features.FeaturesD
   })
 
 
-class ShapesMultiview(tfds.core.GeneratorBasedBuilder):
+class ShapesMultiview(local_builder.LocallyGeneratedBuilder):
   """Ray-traced multi-view scenes of spheres and boxes with exact rays and ids."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -295,22 +297,8 @@ class ShapesMultiview(tfds.core.GeneratorBasedBuilder):
         description=__doc__.split("\n\n")[0],
         features=features(cfg.num_views, cfg.resolution, cfg.resolution))
 
-  def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
-    """Generates the data locally; never tries to fetch it from GCS."""
-    download_config = dataclasses.replace(
-        download_config or tfds.download.DownloadConfig(), try_download_gcs=False)
-    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
-                                 **kwargs)
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    cfg = self.builder_config
-    return {"train": self._generate_examples("train", cfg.num_train),
-            "validation": self._generate_examples("validation", cfg.num_validation)}
-
-  def _generate_examples(self, split: str, num_examples: int):
-    for index in range(num_examples):
-      yield index, generate_example(self.builder_config, split, index)
+  def generate(self, split: str, index: int) -> dict[str, Any]:
+    return generate_example(self.builder_config, split, index)
 
 
 def load(config: str | ShapesMultiviewConfig = "64x64", split: str = "train",
