@@ -24,6 +24,7 @@ setuptools.setup(
         "absl-py",
         "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.
     ],
-    extras_require={"test": ["pytest", "scikit-learn"], "plots": ["matplotlib"],
+    # The tests also check the plots of `invariant_slots.analyze`.
+    extras_require={"test": ["pytest", "scikit-learn", "matplotlib"], "plots": ["matplotlib"],
                     "bench": ["torch"]},
 )
