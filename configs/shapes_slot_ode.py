@@ -32,8 +32,9 @@ def get_config(corrector: str = "SlotODE") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.source = "shapes"
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
+  # The hues and gaps of configs/shapes.py, with 2-5 objects per scene.
   config.data.shapes = dict(resolution=32, min_objects=2, max_objects=5,
-                            min_size=0.12, max_size=0.2,
+                            min_size=0.12, max_size=0.2, num_colors=6, min_gap=1,
                             num_train=20_000, num_validation=512, seed=0)
   config.data.resolution = (32, 32)
   config.data.max_instances = 5  # Largest instance id (0 is background).
