@@ -25,10 +25,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(config_path: str, workdir: str, steps: int, seed: int, corrector: str,
-        iterations: int) -> dict[str, float]:
+        iterations: int, overrides: dict) -> dict[str, float]:
   """Trains one configuration (or re-evaluates it) and returns its eval scalars."""
   config = config_defaults.load_config(os.path.join(REPO, config_path), **{
-      "seed": seed, "num_train_steps": steps, "eval_every_steps": steps,
+      **overrides, "seed": seed, "num_train_steps": steps, "eval_every_steps": steps,
       "checkpoint_every_steps": steps, "model.corrector.name": corrector,
       "model.corrector.num_iterations": iterations})
   name = f"{corrector}_N{iterations}_seed{seed}"
@@ -51,7 +51,13 @@ def main() -> None:
   parser.add_argument("--correctors", nargs="*", default=None)
   parser.add_argument("--iterations", type=int, nargs="*", default=[1, 3, 5, 8])
   parser.add_argument("--json", default=None)
+  parser.add_argument("--override", nargs="*", default=[],
+                      help="dotted config overrides for every run, e.g. warmup_steps=50")
   args = parser.parse_args()
+  overrides = {}
+  for item in args.override:
+    key, value = item.split("=", 1)
+    overrides[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
   if args.sweep == "correctors":
     grid = [(c, 3) for c in (args.correctors or CORRECTORS.names)]
   else:
@@ -59,12 +65,12 @@ def main() -> None:
             for n in args.iterations]
   rows = []
   for corrector, iterations in grid:
-    results = [run(args.config, args.workdir, args.steps, seed, corrector, iterations)
-               for seed in args.seeds]
+    results = [run(args.config, args.workdir, args.steps, seed, corrector, iterations,
+                   overrides) for seed in args.seeds]
     rows.append({"corrector": corrector, "iterations": iterations, "seeds": args.seeds,
                  "fg_ari": [r["eval/fg_ari"] for r in results],
                  "fg_miou": [r["eval/fg_miou"] for r in results]})
-  print(f"\n{args.config}, {args.steps} steps, seeds {args.seeds}\n")
+  print(f"\n{args.config}, {args.steps} steps, seeds {args.seeds}, overrides {overrides}\n")
   print("| corrector | N | FG-ARI | FG-mIoU |")
   print("|---|---|---|---|")
   for row in rows:

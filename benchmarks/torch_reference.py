@@ -153,6 +153,6 @@ def make_train_step(model: ObjectDiscovery, learning_rate: float = 4e-4):
     loss = model(image)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.detach().item()
 
   return step
