@@ -11,12 +11,12 @@ the output gradient), which gives the same numbers.
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from conv_transpose import timed
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -47,16 +47,6 @@ def _backward(residuals, grad):
 
 
 conv_tap_gradient.defvjp(_forward, _backward)
-
-
-def timed(function, *args, repeats: int) -> float:
-  jax.block_until_ready(function(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(function(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def main() -> None:
