@@ -10,6 +10,13 @@ steps over several seeds and prints FG-ARI and foreground mIoU as mean +- std
 corrector iterations (its Figures 6 and 9). Each run is a normal training run
 of `--config` in `--workdir/<name>`; finished runs are evaluated again, not
 retrained, so an interrupted sweep resumes.
+
+Parts of a sweep can run as separate jobs (e.g. one per seed, or one per
+machine core), each writing `--json`; `--merge A.json B.json ...` prints the
+table of all their runs together:
+
+    python benchmarks/corrector_sweep.py --correctors SA --seeds 1 --json=sa1.json
+    python benchmarks/corrector_sweep.py --merge sa0.json sa1.json sa2.json
 """
 
 import argparse
@@ -41,6 +48,32 @@ def summarize(values: list[float]) -> str:
   return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
 
 
+def merge(paths: list[str]) -> list[dict]:
+  """Joins the rows of several `--json` outputs: one row per (corrector, N)."""
+  merged: dict[tuple[str, int], dict] = {}
+  for path in paths:
+    with open(path) as f:
+      for row in json.load(f):
+        key = (row["corrector"], row["iterations"])
+        into = merged.setdefault(key, {"corrector": key[0], "iterations": key[1],
+                                       "seeds": [], "fg_ari": [], "fg_miou": []})
+        for i, seed in enumerate(row["seeds"]):
+          if seed in into["seeds"]:
+            raise ValueError(f"{path}: {key[0]} N={key[1]} seed {seed} appears twice.")
+          for name in ("seeds", "fg_ari", "fg_miou"):
+            into[name].append(row[name][i])
+  return list(merged.values())
+
+
+def print_table(rows: list[dict], title: str) -> None:
+  print(f"\n{title}\n")
+  print("| corrector | N | seeds | FG-ARI | FG-mIoU |")
+  print("|---|---|---|---|---|")
+  for row in rows:
+    print(f"| {row['corrector']} | {row['iterations']} | {len(row['seeds'])} "
+          f"| {summarize(row['fg_ari'])} | {summarize(row['fg_miou'])} |")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default="configs/shapes.py")
@@ -53,7 +86,16 @@ def main() -> None:
   parser.add_argument("--json", default=None)
   parser.add_argument("--override", nargs="*", default=[],
                       help="dotted config overrides for every run, e.g. warmup_steps=50")
+  parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                      help="print the joined table of earlier --json outputs; trains nothing")
   args = parser.parse_args()
+  if args.merge:
+    rows = merge(args.merge)
+    print_table(rows, f"merged from {len(args.merge)} files")
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(rows, f, indent=2)
+    return
   overrides = {}
   for item in args.override:
     key, value = item.split("=", 1)
@@ -70,12 +112,8 @@ def main() -> None:
     rows.append({"corrector": corrector, "iterations": iterations, "seeds": args.seeds,
                  "fg_ari": [r["eval/fg_ari"] for r in results],
                  "fg_miou": [r["eval/fg_miou"] for r in results]})
-  print(f"\n{args.config}, {args.steps} steps, seeds {args.seeds}, overrides {overrides}\n")
-  print("| corrector | N | FG-ARI | FG-mIoU |")
-  print("|---|---|---|---|")
-  for row in rows:
-    print(f"| {row['corrector']} | {row['iterations']} | {summarize(row['fg_ari'])} "
-          f"| {summarize(row['fg_miou'])} |")
+  print_table(rows, f"{args.config}, {args.steps} steps, seeds {args.seeds}, "
+                    f"overrides {overrides}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(rows, f, indent=2)

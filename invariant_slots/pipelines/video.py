@@ -117,9 +117,11 @@ class VideoPipeline(Pipeline):
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true = config.data.max_instances + 1
     num_slots = config.model.num_slots
-    # PSNR of the first 3-channel target in [0, 1] (flow as RGB, or the video).
+    # PSNR of the RGB frames when they are a target, else of the first 3-channel
+    # target in [0, 1] (flow as RGB).
     targets = dict(config.model.targets)
-    psnr_target = next((k for k, v in targets.items() if v == 3), next(iter(targets)))
+    psnr_target = "video" if "video" in targets else next(
+        (k for k, v in targets.items() if v == 3), next(iter(targets)))
 
     def eval_step(params, batch: dict[str, Array], rng: Array) -> dict[str, Array]:
       outputs = run_in_slices(model, params, batch, rng, config.eval_slice_length)
