@@ -38,8 +38,12 @@ def run(config_path: str, workdir: str, steps: int, seed: int, corrector: str,
       **overrides, "seed": seed, "num_train_steps": steps, "eval_every_steps": steps,
       "checkpoint_every_steps": steps, "model.corrector.name": corrector,
       "model.corrector.num_iterations": iterations})
-  name = f"{corrector}_N{iterations}_seed{seed}"
-  return trainer.train_and_evaluate(config, os.path.join(workdir, name))
+  run_dir = os.path.join(workdir, f"{corrector}_N{iterations}_seed{seed}")
+  scalars = trainer.train_and_evaluate(config, run_dir)
+  if not scalars:  # Trained to `steps` before: evaluate its last checkpoint.
+    config.num_train_steps = 0
+    scalars = trainer.train_and_evaluate(config, run_dir)
+  return scalars
 
 
 def summarize(values: list[float]) -> str:
