@@ -20,7 +20,8 @@ from invariant_slots.pipelines import video
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = video.savi_plus_plus_config("movi_shapes", max_instances=3)
+  config = video.savi_plus_plus_config("movi_shapes", max_instances=3,
+                                       targets={"video": 3, "flow": 3})
   config.batch_size = 8
   config.num_train_steps = 2800
   config.learning_rate = 1e-3
@@ -29,11 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 400
   config.checkpoint_every_steps = 400
   config.log_loss_every_steps = 100
-
-  config.model.targets = {"video": 3, "flow": 3}
-  config.losses = ml_collections.ConfigDict({
-      name: {"type": "mse", "prediction": name, "target": name, "weight": 1.0}
-      for name in config.model.targets})
 
   data = config.data
   data.source = "movi_shapes"

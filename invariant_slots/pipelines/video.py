@@ -179,11 +179,14 @@ def video_preprocessing(max_instances: int, resolution: int, train_frames: int,
   return (train + [f"keep{keys!r}"], evaluation + [f"keep{keys + ('segmentations',)!r}"])
 
 
-def savi_plus_plus_config(dataset: str, max_instances: int) -> ml_collections.ConfigDict:
+def savi_plus_plus_config(dataset: str, max_instances: int,
+                          targets: dict[str, int] | None = None) -> ml_collections.ConfigDict:
   """SAVi++ on MOVi (`dataset` e.g. "movi_c"): 128x128 frames, ResNet-34 encoder,
   box-conditioned slots of size 128 (objects plus background), one SA iteration
   per frame, Transformer predictor, 4-layer broadcast decoder for flow and depth;
-  6-frame training windows, 24-frame evaluation in slices of 6."""
+  6-frame training windows, 24-frame evaluation in slices of 6. `targets`
+  (`{name: channels}`, default flow 3 + depth 1) sets what the decoder predicts,
+  each with an MSE loss."""
   from invariant_slots.lib import config_defaults  # pylint: disable=g-import-not-at-top
   config = config_defaults.training_defaults()
   config.pipeline = "video"
@@ -198,7 +201,7 @@ def savi_plus_plus_config(dataset: str, max_instances: int) -> ml_collections.Co
   config.num_eval_images = 4
   config.eval_slice_length = 6
 
-  targets = {"flow": 3, "depth": 1}
+  targets = targets or {"flow": 3, "depth": 1}
   data = ml_collections.ConfigDict()
   data.source = "movi"
   data.name = f"{dataset}/128x128:1.0.0"
