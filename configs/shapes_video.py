@@ -36,9 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   del data["name"]
   # None: the TFDS default directory (~/tensorflow_datasets).
   data.data_dir = ml_collections.config_dict.placeholder(str)
+  # 6 evenly spaced hues; objects collide instead of passing over each other.
   data.movi_shapes = dict(resolution=32, num_frames=24, min_objects=2, max_objects=3,
-                          min_size=0.12, max_size=0.2, num_train=1000, num_validation=64,
-                          seed=0)
+                          min_size=0.12, max_size=0.2, num_colors=6, min_gap=1,
+                          num_train=1000, num_validation=64, seed=0)
   data.resolution = (32, 32)
   data.shuffle_buffer_size = 1000
   data.preprocess_train, data.preprocess_eval = video.video_preprocessing(

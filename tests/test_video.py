@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from invariant_slots.datasets import movi
+from invariant_slots.datasets import shapes
 from invariant_slots.lib import config_defaults
 from invariant_slots.lib import preprocessing
 from invariant_slots.lib import trainer
@@ -97,6 +98,38 @@ def test_flow_and_depth_dequantize_to_the_exact_motion(stored_example):
                              atol=step(value_range) / 2 + 1e-6)
   np.testing.assert_allclose(video_ops.dequantize(quantized, value_range).numpy(), values,
                              atol=step(value_range) / 2 + 1e-6)
+
+
+def test_colliding_objects_stay_apart_and_keep_exact_flow():
+  gap = 2
+  config = movi.MoviShapesConfig(name="gap", resolution=32, min_objects=3, max_objects=3,
+                                 min_size=0.1, max_size=0.15, max_speed=0.05, num_colors=6,
+                                 min_gap=gap)
+  palette = {tuple(c) for c in np.round(255 * shapes._quantize(  # pylint: disable=protected-access
+      shapes.palette_colors(hues=config.hues))).astype(int)}
+  for index in range(6):
+    example = movi.generate_example(config, "train", index)
+    seg = example["segmentations"][..., 0]
+    flow = movi.dequantize(example["forward_flow"], example["metadata"]["forward_flow_range"])
+    positions = np.stack([inst["positions"][:, :2] for inst in example["instances"]])
+    for t in range(config.num_frames):
+      pixels = [np.argwhere(seg[t] == k + 1) for k in range(3)]
+      for k, inst in enumerate(example["instances"]):
+        # Never occluded: every frame shows the object's whole rasterised area.
+        area = shapes.shape_mask(inst["asset_id"], positions[k, t], inst["scale"], 0.0,
+                                 32)[1].sum()
+        assert len(pixels[k]) == area == inst["visibility"][t]
+        if t + 1 < config.num_frames:
+          np.testing.assert_allclose(flow[t][seg[t] == k + 1],
+                                     np.broadcast_to((positions[k, t + 1] - positions[k, t]) * 32,
+                                                     (area, 2)), atol=1e-3)
+      for i in range(3):
+        for j in range(i + 1, 3):  # Max-norm pixel distance between two objects > gap.
+          distance = np.abs(pixels[i][:, None] - pixels[j][None]).max(-1).min()
+          assert distance > gap, (index, t, i, j, distance)
+    # Objects take 3 different colours of the 6 evenly spaced hues.
+    colors = {tuple(c) for c in example["video"][seg > 0].astype(int)}
+    assert len(colors) == 3 and colors <= palette
 
 
 def test_boxes_are_densified_per_frame(stored_example):

@@ -26,7 +26,9 @@ with `(lo, hi)` the range in `metadata`.
 
 Synthetic scenes: flat 2D shapes (the rasteriser of `shapes.py`) translate
 with constant speed and bounce elastically off the image borders. Each object
-has a constant depth; nearer objects occlude farther ones. Flow is exact: all
+has a constant depth; nearer objects occlude farther ones. With `min_gap` >= 0
+objects also bounce off each other (equal masses, on their bounding boxes) and
+never come within `min_gap` pixels, so none is ever occluded. Flow is exact: all
 pixels of an object move by the object's displacement between frames.
 Positions are `(y, x, depth)` with `(y, x)` the normalised centre;
 `image_positions` are `(y, x)`.
@@ -144,6 +146,11 @@ class MoviShapesConfig(tfds.core.BuilderConfig):
     min_objects, max_objects: Objects per video (<= len(shapes.PALETTE_HUES)).
     min_size, max_size: Object half-extent relative to the frame side.
     min_speed, max_speed: Speed in frame sides per frame.
+    num_colors: 0 draws hues from the whole `shapes.PALETTE_HUES` palette;
+      n >= 2 from n hues evenly spaced around the colour wheel.
+    min_gap: -1 lets objects pass over each other (the nearer occludes);
+      n >= 0 makes them collide, with at least n background pixels between
+      any two objects in every frame.
     num_train, num_validation: Split sizes.
     seed: Base seed; each split/example derives its own generator from it.
   """
@@ -156,38 +163,81 @@ class MoviShapesConfig(tfds.core.BuilderConfig):
   max_size: float = 0.18
   min_speed: float = 0.01
   max_speed: float = 0.04
+  num_colors: int = 0
+  min_gap: int = -1
   num_train: int = 5000
   num_validation: int = 200
   seed: int = 0
 
   def __post_init__(self):
-    if not 1 <= self.min_objects <= self.max_objects <= len(shapes.PALETTE_HUES):
+    if self.num_colors == 1 or self.num_colors < 0:
+      raise ValueError(f"num_colors must be 0 (full palette) or >= 2, got {self.num_colors}.")
+    if not 1 <= self.min_objects <= self.max_objects <= len(self.hues):
       raise ValueError("Need 1 <= min_objects <= max_objects <= "
-                       f"{len(shapes.PALETTE_HUES)}, got {self.min_objects}, {self.max_objects}.")
+                       f"{len(self.hues)} (the number of hues), got {self.min_objects}, "
+                       f"{self.max_objects}.")
     if not 0.0 < self.min_size <= self.max_size < 0.4:
       raise ValueError(f"Need 0 < min_size <= max_size < 0.4, got {self.min_size}, "
                        f"{self.max_size}.")
     if not 0.0 <= self.min_speed <= self.max_speed:
       raise ValueError("Need 0 <= min_speed <= max_speed.")
+    if self.min_gap < -1:
+      raise ValueError(f"min_gap must be -1 (occlusion) or >= 0, got {self.min_gap}.")
+
+  @property
+  def hues(self) -> tuple[float, ...]:
+    """Object hues of this config, in degrees."""
+    return shapes._hues(self.num_colors)  # pylint: disable=protected-access
 
 
-def _trajectory(position: np.ndarray, velocity: np.ndarray, low: np.ndarray,
-                high: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-  """Positions and velocities `[num_frames, 2]` of a point bouncing inside [low, high]."""
-  positions = np.zeros((num_frames, 2))
-  velocities = np.zeros((num_frames, 2))
-  position, velocity = position.astype(np.float64), velocity.astype(np.float64)
+def _boxes(positions: np.ndarray, extents: np.ndarray, margin: float) -> np.ndarray:
+  """Bounding boxes `[count, 4]` (y0, x0, y1, x1) of objects at `positions` `[count, 2]`.
+
+  `extents` `[count, 4]` holds each object's (up, left, down, right) reach
+  from its centre; every side is grown by `margin / 2`.
+  """
+  return np.concatenate([positions - extents[:, :2], positions + extents[:, 2:]], -1) + (
+      np.array([-1, -1, 1, 1]) * margin / 2)
+
+
+def _overlapping(boxes: np.ndarray, i: int, j: int) -> bool:
+  return bool(np.all(boxes[i, :2] < boxes[j, 2:]) and np.all(boxes[j, :2] < boxes[i, 2:]))
+
+
+def _trajectories(positions: np.ndarray, velocities: np.ndarray, low: np.ndarray,
+                  high: np.ndarray, extents: np.ndarray, margin: float | None,
+                  num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+  """Positions and velocities `[count, num_frames, 2]` of objects moving at constant speed.
+
+  Centres bounce elastically off `[low, high]` `[count, 2]` (the borders).
+  With a `margin` (None: objects pass over each other), two objects whose
+  boxes, grown by the margin, would overlap collide instead: they stay where
+  they are for that frame and exchange their velocities along the axis on
+  which they were apart (equal masses).
+  """
+  count = len(positions)
+  out_positions = np.zeros((count, num_frames, 2))
+  out_velocities = np.zeros((count, num_frames, 2))
+  position, velocity = positions.astype(np.float64), velocities.astype(np.float64)
   for t in range(num_frames):
-    positions[t], velocities[t] = position, velocity
-    position = position + velocity
-    for axis in range(2):
-      if position[axis] > high[axis]:
-        position[axis] = 2 * high[axis] - position[axis]
-        velocity[axis] = -velocity[axis]
-      elif position[axis] < low[axis]:
-        position[axis] = 2 * low[axis] - position[axis]
-        velocity[axis] = -velocity[axis]
-  return positions, velocities
+    out_positions[:, t], out_velocities[:, t] = position, velocity
+    moved = position + velocity
+    above, below = moved > high, moved < low
+    moved = np.where(above, 2 * high - moved, np.where(below, 2 * low - moved, moved))
+    velocity = np.where(above | below, -velocity, velocity)
+    if margin is not None:
+      before = _boxes(position, extents, margin)
+      for i in range(count):
+        for j in range(i + 1, count):
+          if not _overlapping(_boxes(moved, extents, margin), i, j):
+            continue
+          moved[[i, j]] = position[[i, j]]
+          # Gaps between the boxes before the move, per axis; the larger one separated them.
+          gaps = np.maximum(before[j, :2] - before[i, 2:], before[i, :2] - before[j, 2:])
+          axis = int(np.argmax(gaps))
+          velocity[[i, j], axis] = velocity[[j, i], axis]
+    position = moved
+  return out_positions, out_velocities
 
 
 def _paste(canvas: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray,
@@ -197,49 +247,105 @@ def _paste(canvas: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarr
 
 
 def _sample_objects(rng: np.random.Generator, config: MoviShapesConfig) -> list[dict]:
-  """Objects whose first-frame layout leaves each at least half visible."""
+  """Objects whose first-frame layout leaves each at least half visible.
+
+  With `min_gap` >= 0 their first-frame boxes are also `min_gap` pixels apart.
+  """
   res = config.resolution
+  margin = None if config.min_gap < 0 else (config.min_gap + 2) / res
   for _ in range(100):
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
     depths = np.sort(rng.uniform(MIN_DEPTH, MAX_DEPTH, count))[::-1]  # Far to near.
-    color_ids = rng.permutation(len(shapes.PALETTE_HUES))[:count]
+    color_ids = rng.permutation(len(config.hues))[:count]
     objects, owner = [], np.zeros((res, res), np.int32)
     for k in range(count):
       shape_id = int(rng.integers(len(shapes.SHAPES)))
       size = float(rng.uniform(config.min_size, config.max_size))
       u_min, u_max, v_min, v_max = shapes._local_extents(shapes.SHAPES[shape_id], 0.0)  # pylint: disable=protected-access
-      low = np.array([v_max * size, -u_min * size])
-      high = np.array([1.0 - (-v_min) * size, 1.0 - u_max * size])
+      # Reach from the centre: up, left, down, right (image y points down).
+      extents = size * np.array([v_max, -u_min, -v_min, u_max])
+      low, high = extents[:2], 1.0 - extents[2:]
       position = rng.uniform(low, high)
       angle = rng.uniform(0.0, 2 * math.pi)
       speed = rng.uniform(config.min_speed, config.max_speed)
       velocity = speed * np.array([math.sin(angle), math.cos(angle)])
       window, mask = shapes.shape_mask(shape_id, position, size, 0.0, res)
       _paste(owner, window, mask, k + 1)
-      objects.append(dict(shape=shape_id, size=size, low=low, high=high, position=position,
-                          velocity=velocity, depth=float(depths[k]),
+      objects.append(dict(shape=shape_id, size=size, low=low, high=high, extents=extents,
+                          position=position, velocity=velocity, depth=float(depths[k]),
                           color_id=int(color_ids[k]), area=int(mask.sum())))
     visible = np.bincount(owner.ravel(), minlength=count + 1)[1:]
-    if all(v >= max(4, MIN_FIRST_FRAME_VISIBLE * o["area"]) for v, o in zip(visible, objects)):
-      return objects
-  raise RuntimeError("Could not place the objects; lower max_objects or max_size.")
+    if not all(v >= max(4, MIN_FIRST_FRAME_VISIBLE * o["area"])
+               for v, o in zip(visible, objects)):
+      continue
+    if margin is not None:
+      boxes = _boxes(np.stack([o["position"] for o in objects]),
+                     np.stack([o["extents"] for o in objects]), margin)
+      if any(_overlapping(boxes, i, j) for i in range(count) for j in range(i + 1, count)):
+        continue
+    return objects
+  raise RuntimeError("Could not place the objects; lower max_objects, max_size or min_gap.")
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+  """`mask` `[height, width]` grown by `radius` pixels in the max-norm."""
+  height, width = mask.shape
+  padded = np.pad(mask, radius)
+  grown = np.zeros_like(mask)
+  for dr in range(2 * radius + 1):
+    for dc in range(2 * radius + 1):
+      grown |= padded[dr:dr + height, dc:dc + width]
+  return grown
+
+
+def _too_close(masks: list[np.ndarray], gap: int) -> bool:
+  """Whether two of the full object masks `[height, width]` lie within `gap` pixels."""
+  near = sum(_dilate(m, gap).astype(np.int32) for m in masks)
+  # A pixel of an object counts itself once; a second count is another object within `gap`.
+  return bool(np.any(near[np.logical_or.reduce(masks)] >= 2))
+
+
+def _full_mask(obj: dict, position: np.ndarray, resolution: int) -> np.ndarray:
+  """The whole (unoccluded) mask `[resolution, resolution]` of `obj` centred at `position`."""
+  canvas = np.zeros((resolution, resolution), bool)
+  window, mask = shapes.shape_mask(obj["shape"], position, obj["size"], 0.0, resolution)
+  _paste(canvas, window, mask, True)
+  return canvas
+
+
+def _motion(rng: np.random.Generator, config: MoviShapesConfig
+            ) -> tuple[list[dict], np.ndarray, np.ndarray]:
+  """Objects and their positions and velocities `[count, num_frames, 2]`.
+
+  With `min_gap` >= 0, videos in which two objects come within `min_gap`
+  pixels in some frame are redrawn.
+  """
+  res = config.resolution
+  margin = None if config.min_gap < 0 else (config.min_gap + 2) / res
+  for _ in range(100):
+    objects = _sample_objects(rng, config)
+    positions, velocities = _trajectories(
+        np.stack([o["position"] for o in objects]), np.stack([o["velocity"] for o in objects]),
+        np.stack([o["low"] for o in objects]), np.stack([o["high"] for o in objects]),
+        np.stack([o["extents"] for o in objects]), margin, config.num_frames)
+    if margin is None or not any(
+        _too_close([_full_mask(o, positions[k, t], res) for k, o in enumerate(objects)],
+                   config.min_gap) for t in range(config.num_frames)):
+      return objects, positions, velocities
+  raise RuntimeError("Could not keep the objects apart; lower max_objects, max_size or min_gap.")
 
 
 def render_video(rng: np.random.Generator, config: MoviShapesConfig,
                  name: str) -> dict[str, Any]:
   """One synthetic video as a dict of `movi_features` values."""
   res, num_frames = config.resolution, config.num_frames
-  objects = _sample_objects(rng, config)
+  objects, positions, velocities = _motion(rng, config)
   count = len(objects)
   background = shapes._quantize(np.array(  # pylint: disable=protected-access
       shapes.BACKGROUND_COLORS[int(rng.integers(len(shapes.BACKGROUND_COLORS)))]))
-  colors = shapes._quantize(np.array([  # pylint: disable=protected-access
-      shapes.palette_colors()[o["color_id"]] for o in objects]))
+  palette = shapes.palette_colors(hues=config.hues)
+  colors = shapes._quantize(np.array([palette[o["color_id"]] for o in objects]))  # pylint: disable=protected-access
   lut = np.round(np.concatenate([background[None], colors]) * 255).astype(np.uint8)
-  trajectories = [_trajectory(o["position"], o["velocity"], o["low"], o["high"], num_frames)
-                  for o in objects]
-  positions = np.stack([p for p, _ in trajectories])  # [count, T, 2]
-  velocities = np.stack([v for _, v in trajectories])
   # Per-frame displacements in pixels (delta_row, delta_col).
   forward = np.zeros_like(positions)
   forward[:, :-1] = (positions[:, 1:] - positions[:, :-1]) * res

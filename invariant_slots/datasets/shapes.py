@@ -117,10 +117,11 @@ def _quantize(color: np.ndarray) -> np.ndarray:
   return (np.round(np.clip(color, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
 
 
-def palette_colors(value: float = _PALETTE_VALUE) -> np.ndarray:
-  """Object palette at a given HSV value; float32 [len(PALETTE_HUES), 3]."""
+def palette_colors(value: float = _PALETTE_VALUE,
+                   hues: Sequence[float] = PALETTE_HUES) -> np.ndarray:
+  """Saturated colours of `hues` (degrees) at HSV value `value`; float32 [len(hues), 3]."""
   return np.array([colorsys.hsv_to_rgb(h / 360.0, 1.0, value)
-                   for h in PALETTE_HUES], np.float32)
+                   for h in hues], np.float32)
 
 
 @dataclasses.dataclass(eq=False)
