@@ -2,7 +2,7 @@
 
     python -m invariant_slots.main --config=configs/shapes_multiview.py --workdir=/tmp/mv
 
-32x32 views of 2-4 spheres and boxes, 10 views per scene: 5 input views, 256
+32x32 views of 3-6 spheres and boxes, 10 views per scene: 5 input views, 256
 random target rays per scene from the other 5 in training, all their pixels
 at evaluation. A small SRT encoder (two downsampling conv blocks, 2
 Transformer layers), Slot Attention with one iteration and a Slot Mixer
@@ -19,8 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = config_defaults.training_defaults()
   config.pipeline = "multiview"
   config.batch_size = 8
-  config.num_train_steps = 4000
-  config.learning_rate = 1e-3
+  config.num_train_steps = 3000
+  config.learning_rate = 5e-4
   config.lr_schedule = "cosine"
   config.warmup_steps = 250
   config.max_grad_norm = 1.0
@@ -36,22 +36,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = "shapes_multiview"
   # None: the TFDS default directory (~/tensorflow_datasets).
   config.data.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data.shapes_multiview = dict(resolution=32, num_views=10, min_objects=2, max_objects=4,
-                                      min_size=0.6, max_size=1.0, num_train=2000,
-                                      num_validation=64, seed=0)
+  config.data.shapes_multiview = dict(resolution=32, num_views=10, min_objects=3, max_objects=6,
+                                      num_train=2000, num_validation=64, seed=0)
   config.data.train_split = "train"
   config.data.eval_split = "validation"
   config.data.num_eval_examples = 64
   config.data.resolution = (32, 32)
   config.data.num_input_views = 5
-  config.data.max_instances = 4  # Largest object id after background -> 0.
+  config.data.max_instances = 6  # Largest object id after background -> 0.
   config.data.shuffle_buffer_size = 500
   config.data.num_shards = 0
   config.data.preprocess_train = [f"multiview_train({config.data.num_input_views}, 256, 0)"]
   config.data.preprocess_eval = [f"multiview_eval({config.data.num_input_views})"]
 
   config.model = ml_collections.ConfigDict()
-  config.model.num_slots = 5
+  config.model.num_slots = 7
   config.model.slot_size = 128
   config.model.ray_encoding = dict(origin_octaves=4, origin_start_octave=-3,
                                    direction_octaves=3, direction_start_octave=0)
