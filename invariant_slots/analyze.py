@@ -8,7 +8,8 @@ for the Jacobian `J` of the update map (the vector field for SlotODE) with
 respect to all slots (`num_slots * slot_size` square, forward mode), its
 eigenvalues, trace and log-norm `lambda_max((J + J^T) / 2)`. For SlotODE it
 also counts the eval solver's adaptive steps on `--num_count_scenes` eval
-scenes, grouped by the number of objects in the ground truth. Writes
+scenes, grouped by the number of objects in the ground truth, with the
+least-squares slope of steps on objects and its standard error. Writes
 `analysis.json` and PNG plots to `--output_dir` (default `DIR/analysis`) and
 prints a summary table.
 """
@@ -164,6 +165,18 @@ def num_objects(segmentations: np.ndarray) -> np.ndarray:
   return np.array([np.count_nonzero(np.unique(row)) for row in flat])
 
 
+def linear_trend(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+  """Least-squares slope of `y` on `x` (`[n]` each) and its standard error."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if len(x) < 3 or np.ptp(x) == 0:
+    return {"slope": float("nan"), "stderr": float("nan")}
+  dx = x - x.mean()
+  slope = float(dx @ (y - y.mean()) / (dx @ dx))
+  residuals = y - y.mean() - slope * dx
+  stderr = float(np.sqrt(residuals @ residuals / (len(x) - 2) / (dx @ dx)))
+  return {"slope": slope, "stderr": stderr}
+
+
 def _summary(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
@@ -248,6 +261,9 @@ def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
                  "std": float(counts[objects == n].std()),
                  "num_scenes": int(np.sum(objects == n))}
         for n in np.unique(objects)}
+    result["solver_steps_trend"] = linear_trend(objects, counts)
+    result["solver_steps_per_scene"] = counts.tolist()
+    result["num_objects_per_scene"] = objects.tolist()
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "analysis.json"), "w") as f:
     json.dump(result, f, indent=1)
@@ -273,6 +289,9 @@ def summary_table(result: dict[str, Any]) -> str:
     for n, entry in result["solver_steps_by_objects"].items():
       lines.append(f"{n:>7}  {entry['num_scenes']:>6}  {entry['mean']:>10.2f}  "
                    f"{entry['std']:>6.2f}")
+    trend = result["solver_steps_trend"]
+    lines.append(f"least-squares slope: {trend['slope']:+.3f} +- {trend['stderr']:.3f} "
+                 "steps per object")
   return "\n".join(lines)
 
 

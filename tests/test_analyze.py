@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 import pytest
 
 from invariant_slots import analyze
@@ -73,6 +74,17 @@ def test_corrector_dynamics_reproduce_the_corrector(name):
   assert stats["eigenvalues"].shape == (2, 24)
 
 
+def test_linear_trend_matches_scipy_linregress():
+  rng = np.random.default_rng(0)
+  objects = rng.integers(2, 6, size=200)
+  steps = 5.0 + 0.3 * objects + rng.normal(size=200)
+  trend = analyze.linear_trend(objects, steps)
+  reference = scipy.stats.linregress(objects, steps)
+  np.testing.assert_allclose(trend["slope"], reference.slope, rtol=1e-10)
+  np.testing.assert_allclose(trend["stderr"], reference.stderr, rtol=1e-10)
+  assert np.isnan(analyze.linear_trend(np.full(5, 3), steps[:5])["slope"])
+
+
 def test_num_objects_counts_distinct_foreground_ids():
   segmentations = np.zeros((2, 4, 4, 1), np.uint8)
   segmentations[0, 0, :2] = 3
@@ -130,6 +142,11 @@ def test_analyze_command_writes_json_and_plots(shapes_data_dir, tmp_path):
   assert sum(g["num_scenes"] for g in groups.values()) == 8
   assert all(g["mean"] >= 1 for g in groups.values())
   assert "steps by number of objects" in result.stdout
+  per_scene = np.array(report["solver_steps_per_scene"])
+  objects = np.array(report["num_objects_per_scene"])
+  for n, group in groups.items():
+    np.testing.assert_allclose(per_scene[objects == int(n)].mean(), group["mean"])
+  assert "least-squares slope" in result.stdout
 
   with pytest.raises(FileNotFoundError, match="No checkpoint"):
     analyze.analyze(config, str(tmp_path / "empty"), str(tmp_path / "out"))
