@@ -48,7 +48,9 @@ def get_config(corrector: str = "SlotODE") -> ml_collections.ConfigDict:
   config.model.slot_size = 64
   config.model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1],
                               kernel_size=3, mlp_size=64)
-  config.model.initializer = dict(name="learned")
+  # Slots drawn from one learned Gaussian: every slot starts as a random sample,
+  # so the solver's work reflects how long the slots take to bind to the objects.
+  config.model.initializer = dict(name="gaussian")
   # T: integration time; dt: Euler step in training (T / dt steps);
   # eval_solver: "dopri5" (adaptive, rtol/atol) or "euler" (step dt).
   if corrector == "SlotODE":
