@@ -3,8 +3,9 @@
     python -m invariant_slots.main --config=configs/shapes_video.py --workdir=/tmp/shapes_video
 
 32x32 videos of 24 frames with 2-3 2D shapes in 6 distinct hues that bounce
-off the borders and off each other (they never overlap), box-conditioned slots (3 objects plus background). Targets are the RGB frames
-and optical flow: the flat-coloured shapes are told apart fastest by their
+off the borders and off each other (they never overlap), box-conditioned
+slots (3 objects plus background). Targets are the RGB frames and optical
+flow: the flat-coloured shapes are told apart fastest by their
 colour. (SAVi++'s depth target is left out here: each synthetic object's
 depth is drawn at random and cannot be read from its pixels; the MOVi
 configs predict flow and depth.) Training sees 3-frame windows (6 in the MOVi

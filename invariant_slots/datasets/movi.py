@@ -143,7 +143,7 @@ class MoviShapesConfig(tfds.core.BuilderConfig):
   Attributes:
     resolution: Frame height and width in pixels.
     num_frames: Frames per video.
-    min_objects, max_objects: Objects per video (<= len(shapes.PALETTE_HUES)).
+    min_objects, max_objects: Objects per video (<= the number of hues).
     min_size, max_size: Object half-extent relative to the frame side.
     min_speed, max_speed: Speed in frame sides per frame.
     num_colors: 0 draws hues from the whole `shapes.PALETTE_HUES` palette;
@@ -227,11 +227,13 @@ def _trajectories(positions: np.ndarray, velocities: np.ndarray, low: np.ndarray
     velocity = np.where(above | below, -velocity, velocity)
     if margin is not None:
       before = _boxes(position, extents, margin)
+      after = _boxes(moved, extents, margin)
       for i in range(count):
         for j in range(i + 1, count):
-          if not _overlapping(_boxes(moved, extents, margin), i, j):
+          if not _overlapping(after, i, j):
             continue
           moved[[i, j]] = position[[i, j]]
+          after[[i, j]] = before[[i, j]]
           # Gaps between the boxes before the move, per axis; the larger one separated them.
           gaps = np.maximum(before[j, :2] - before[i, 2:], before[i, :2] - before[j, 2:])
           axis = int(np.argmax(gaps))
@@ -252,7 +254,7 @@ def _sample_objects(rng: np.random.Generator, config: MoviShapesConfig) -> list[
   With `min_gap` >= 0 their first-frame boxes are also `min_gap` pixels apart.
   """
   res = config.resolution
-  margin = None if config.min_gap < 0 else (config.min_gap + 2) / res
+  margin = _collision_margin(config)
   for _ in range(100):
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
     depths = np.sort(rng.uniform(MIN_DEPTH, MAX_DEPTH, count))[::-1]  # Far to near.
@@ -287,30 +289,21 @@ def _sample_objects(rng: np.random.Generator, config: MoviShapesConfig) -> list[
   raise RuntimeError("Could not place the objects; lower max_objects, max_size or min_gap.")
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-  """`mask` `[height, width]` grown by `radius` pixels in the max-norm."""
-  height, width = mask.shape
-  padded = np.pad(mask, radius)
-  grown = np.zeros_like(mask)
-  for dr in range(2 * radius + 1):
-    for dc in range(2 * radius + 1):
-      grown |= padded[dr:dr + height, dc:dc + width]
-  return grown
+def _too_close_in_frame(objects: list[dict], positions: np.ndarray, resolution: int,
+                        gap: int) -> bool:
+  """Whether two `objects` at `positions` `[count, 2]` lie within `gap` pixels."""
+  seg = np.zeros((resolution, resolution), np.uint8)
+  for k, obj in enumerate(objects):
+    window, mask = shapes.shape_mask(obj["shape"], positions[k], obj["size"], 0.0, resolution)
+    if shapes._too_close(seg, window, mask, gap):  # pylint: disable=protected-access
+      return True
+    _paste(seg, window, mask, k + 1)
+  return False
 
 
-def _too_close(masks: list[np.ndarray], gap: int) -> bool:
-  """Whether two of the full object masks `[height, width]` lie within `gap` pixels."""
-  near = sum(_dilate(m, gap).astype(np.int32) for m in masks)
-  # A pixel of an object counts itself once; a second count is another object within `gap`.
-  return bool(np.any(near[np.logical_or.reduce(masks)] >= 2))
-
-
-def _full_mask(obj: dict, position: np.ndarray, resolution: int) -> np.ndarray:
-  """The whole (unoccluded) mask `[resolution, resolution]` of `obj` centred at `position`."""
-  canvas = np.zeros((resolution, resolution), bool)
-  window, mask = shapes.shape_mask(obj["shape"], position, obj["size"], 0.0, resolution)
-  _paste(canvas, window, mask, True)
-  return canvas
+def _collision_margin(config: MoviShapesConfig) -> float | None:
+  """Box margin (frame sides) that keeps rasterised objects `min_gap` pixels apart."""
+  return None if config.min_gap < 0 else (config.min_gap + 2) / config.resolution
 
 
 def _motion(rng: np.random.Generator, config: MoviShapesConfig
@@ -320,8 +313,7 @@ def _motion(rng: np.random.Generator, config: MoviShapesConfig
   With `min_gap` >= 0, videos in which two objects come within `min_gap`
   pixels in some frame are redrawn.
   """
-  res = config.resolution
-  margin = None if config.min_gap < 0 else (config.min_gap + 2) / res
+  margin = _collision_margin(config)
   for _ in range(100):
     objects = _sample_objects(rng, config)
     positions, velocities = _trajectories(
@@ -329,8 +321,8 @@ def _motion(rng: np.random.Generator, config: MoviShapesConfig
         np.stack([o["low"] for o in objects]), np.stack([o["high"] for o in objects]),
         np.stack([o["extents"] for o in objects]), margin, config.num_frames)
     if margin is None or not any(
-        _too_close([_full_mask(o, positions[k, t], res) for k, o in enumerate(objects)],
-                   config.min_gap) for t in range(config.num_frames)):
+        _too_close_in_frame(objects, positions[:, t], config.resolution, config.min_gap)
+        for t in range(config.num_frames)):
       return objects, positions, velocities
   raise RuntimeError("Could not keep the objects apart; lower max_objects, max_size or min_gap.")
 
