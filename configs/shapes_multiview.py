@@ -19,14 +19,14 @@ def get_config() -> ml_collections.ConfigDict:
   config = config_defaults.training_defaults()
   config.pipeline = "multiview"
   config.batch_size = 8
-  config.num_train_steps = 3000
-  config.learning_rate = 5e-4
+  config.num_train_steps = 6000
+  config.learning_rate = 1e-3
   config.lr_schedule = "cosine"
   config.warmup_steps = 250
   config.max_grad_norm = 1.0
   config.log_loss_every_steps = 50
-  config.eval_every_steps = 250
-  config.checkpoint_every_steps = 250
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
   config.num_eval_images = 4
   config.losses = ml_collections.ConfigDict(
       {"reconstruction": {"type": "mse", "prediction": "reconstruction",
@@ -53,11 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_slots = 7
   config.model.slot_size = 128
   config.model.ray_encoding = dict(origin_octaves=4, origin_start_octave=-3,
-                                   direction_octaves=3, direction_start_octave=0)
+                                   direction_octaves=6, direction_start_octave=0)
   config.model.encoder = dict(features=[16, 64], hidden_size=128, num_layers=2, num_heads=4,
-                              mlp_size=256, output_size=128)
+                              mlp_size=256, output_size=128, ray_input="patches")
   config.model.initializer = dict(name="learned")
-  config.model.corrector = dict(name="SA", num_iterations=1, mlp_size=256)
+  config.model.corrector = dict(name="SA", num_iterations=3, mlp_size=256)
   config.model.decoder = dict(hidden_size=128, num_layers=2, num_heads=4, mlp_size=256,
                               render_sizes=[192, 192])
 

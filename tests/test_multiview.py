@@ -217,6 +217,46 @@ def test_sinusoidal_encoding_shapes_and_frequencies():
   assert ray(x, x).shape == (2, 3 * 2 * 3 + 3 * 2 * 2)
 
 
+def test_patch_rays_are_the_mean_rays_of_each_patch():
+  rng = np.random.default_rng(0)
+  origins = rng.normal(size=(2, 3, 8, 8, 3)).astype(np.float32)
+  directions = rng.normal(size=(2, 3, 8, 8, 3)).astype(np.float32)
+  patch_origins, patch_directions = multiview.patch_rays(jnp.asarray(origins),
+                                                         jnp.asarray(directions), (2, 4))
+  assert patch_origins.shape == patch_directions.shape == (2, 3, 2, 4, 3)
+  for i, j in [(0, 0), (1, 3), (0, 2)]:
+    block = (slice(None), slice(None), slice(4 * i, 4 * i + 4), slice(2 * j, 2 * j + 2))
+    np.testing.assert_allclose(patch_origins[:, :, i, j], origins[block].mean(axis=(2, 3)),
+                               rtol=1e-5, atol=1e-6)
+    mean = directions[block].mean(axis=(2, 3))
+    np.testing.assert_allclose(patch_directions[:, :, i, j],
+                               mean / np.linalg.norm(mean, axis=-1, keepdims=True), rtol=1e-4)
+  with pytest.raises(ValueError, match="equal patches"):
+    multiview.patch_rays(jnp.asarray(origins), jnp.asarray(directions), (3, 3))
+
+
+def test_patch_ray_input_sees_rays_only_through_each_patch_mean():
+  encoder = multiview.SRTEncoder(features=[8, 8], hidden_size=16, num_layers=1, num_heads=2,
+                                 mlp_size=16, output_size=16, ray_input="patches",
+                                 ray_encoding=multiview.RayEncoding(2, 0, 2, 0))
+  rng = np.random.default_rng(1)
+  images, origins, directions = (jnp.asarray(rng.uniform(size=(1, 2, 8, 8, 3)), jnp.float32)
+                                 for _ in range(3))
+  params = encoder.init(jax.random.PRNGKey(0), images, origins, directions)
+  # Non-zero ray weights (they start at zero), so the rays matter.
+  params = jax.tree.map(lambda p: p + 0.1 * jnp.cos(jnp.arange(p.size).reshape(p.shape)),
+                        params)
+  latents = encoder.apply(params, images, origins, directions)
+  # Swapping two pixels' rays inside a 4x4 patch keeps the patch mean ray.
+  swap = lambda a: a.at[:, :, [0, 3], [1, 2]].set(a[:, :, [3, 0], [2, 1]])
+  np.testing.assert_allclose(encoder.apply(params, images, swap(origins), swap(directions)),
+                             latents, rtol=1e-4, atol=1e-5)
+  moved = encoder.apply(params, images, origins + 1.0, directions)
+  assert np.abs(moved - latents).max() > 1e-3
+  with pytest.raises(ConfigError, match="ray_input"):
+    multiview.build_osrt(tiny_config("/unused", **{"model.encoder.ray_input": "rays"}))
+
+
 @pytest.mark.parametrize("corrector", corrector_params(CORRECTORS.names))
 def test_osrt_train_step_with_every_corrector(corrector):
   options = dict(name=corrector, mlp_size=32)

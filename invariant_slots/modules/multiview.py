@@ -73,12 +73,33 @@ class TransformerLayer(nn.Module):
     return x + y
 
 
+def patch_rays(origins: Array, directions: Array, grid: tuple[int, int]
+               ) -> tuple[Array, Array]:
+  """Mean ray of each patch: `[batch, views, H, W, 3]` x 2 -> `[batch, views, h, w, 3]` x 2.
+
+  The image is cut into a `grid` of `h x w` equal patches; the mean direction is
+  renormalised to unit length.
+  """
+  *lead, height, width, _ = origins.shape
+  h, w = grid
+  if height % h or width % w:
+    raise ValueError(f"Views of {height}x{width} pixels do not split into {h}x{w} equal patches; "
+                     "use a resolution divisible by 2 ** len(model.encoder.features).")
+  shape = (*lead, h, height // h, w, width // w, 3)
+  mean_origins = origins.reshape(shape).mean(axis=(-4, -2))
+  mean_directions = directions.reshape(shape).mean(axis=(-4, -2))
+  return mean_origins, mean_directions / jnp.linalg.norm(mean_directions, axis=-1, keepdims=True)
+
+
+RAY_INPUTS = ("pixels", "patches")
+
+
 class SRTEncoder(nn.Module):
   """Scene encoder of SRT: shared CNN over posed views, then a Transformer.
 
-  Each pixel's image colour is concatenated with the encoding of its ray; a
-  CNN (each block: 3x3 conv, 3x3 conv of stride 2) downsamples every view to
-  patches; a Transformer attends over all patches of all views.
+  A CNN (each block: 3x3 conv, 3x3 conv of stride 2) downsamples every view to
+  patches; the rays enter as set by `ray_input` (below); a Transformer attends
+  over all patches of all views.
   """
 
   features: Sequence[int] = (96, 192, 384)
@@ -88,17 +109,32 @@ class SRTEncoder(nn.Module):
   mlp_size: int = 1536
   output_size: int = 768
   ray_encoding: RayEncoding = RayEncoding()
+  # "pixels": each pixel's ray encoding is concatenated to its colour before the
+  # CNN (SRT). "patches": the CNN sees colours only, and the encoding of each
+  # patch's mean ray is projected (weights starting at zero) and added to the
+  # patch's feature, so the features of a new model follow image content.
+  ray_input: str = "pixels"
 
   @nn.compact
   def __call__(self, images: Array, origins: Array, directions: Array) -> Array:
     """`[batch, views, H, W, 3]` x 3 -> set-latent `[batch, views * h * w, output_size]`."""
     batch, views = images.shape[:2]
-    x = jnp.concatenate([images, self.ray_encoding(origins, directions)], axis=-1)
+    if self.ray_input == "pixels":
+      x = jnp.concatenate([images, self.ray_encoding(origins, directions)], axis=-1)
+    elif self.ray_input == "patches":
+      x = images
+    else:
+      raise ValueError(f"ray_input must be 'pixels' or 'patches', got {self.ray_input!r}.")
     x = x.reshape((batch * views,) + x.shape[2:])
     for width in self.features:
       x = nn.relu(nn.Conv(width, (3, 3))(x))
       x = nn.relu(nn.Conv(width, (3, 3), strides=2)(x))
     x = nn.Dense(self.hidden_size)(x)
+    if self.ray_input == "patches":
+      patch_origins, patch_directions = patch_rays(origins, directions, x.shape[1:3])
+      rays = self.ray_encoding(patch_origins, patch_directions)
+      ray_features = nn.Dense(self.hidden_size, kernel_init=nn.initializers.zeros)(rays)
+      x = x + ray_features.reshape((batch * views,) + ray_features.shape[2:])
     # Marks the first view, the reference frame of the scene, as in SRT.
     first_view = self.param("first_view_embedding", nn.initializers.normal(0.02),
                             (2, self.hidden_size))
@@ -193,6 +229,9 @@ def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
   model = config.model
   if model.num_slots < 1:
     raise ConfigError(f"model.num_slots must be >= 1, got {model.num_slots}.")
+  if model.encoder.get("ray_input", "pixels") not in RAY_INPUTS:
+    raise ConfigError(f"model.encoder.ray_input must be one of {RAY_INPUTS}, got "
+                      f"{model.encoder.ray_input!r}.")
   if model.corrector.get("num_iterations", 1) < 1:
     raise ConfigError("model.corrector.num_iterations must be >= 1.")
   ray_encoding = RayEncoding(**model.ray_encoding)
