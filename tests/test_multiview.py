@@ -43,7 +43,7 @@ TINY = {
     "num_eval_images": 1,
     "model.slot_size": 32,
     "model.encoder": dict(features=[8, 16], hidden_size=32, num_layers=1, num_heads=2,
-                          mlp_size=32, output_size=32),
+                          mlp_size=32, output_size=32, ray_input="patches"),
     "model.corrector.mlp_size": 32,
     "model.decoder": dict(hidden_size=32, num_layers=1, num_heads=2, mlp_size=32,
                           render_sizes=[32]),
@@ -235,22 +235,27 @@ def test_patch_rays_are_the_mean_rays_of_each_patch():
     multiview.patch_rays(jnp.asarray(origins), jnp.asarray(directions), (3, 3))
 
 
-def test_patch_ray_input_sees_rays_only_through_each_patch_mean():
+@pytest.mark.parametrize("ray_input", multiview.RAY_INPUTS)
+def test_patch_ray_input_sees_rays_only_through_each_patch_mean(ray_input):
   encoder = multiview.SRTEncoder(features=[8, 8], hidden_size=16, num_layers=1, num_heads=2,
-                                 mlp_size=16, output_size=16, ray_input="patches",
+                                 mlp_size=16, output_size=16, ray_input=ray_input,
                                  ray_encoding=multiview.RayEncoding(2, 0, 2, 0))
   rng = np.random.default_rng(1)
   images, origins, directions = (jnp.asarray(rng.uniform(size=(1, 2, 8, 8, 3)), jnp.float32)
                                  for _ in range(3))
   params = encoder.init(jax.random.PRNGKey(0), images, origins, directions)
-  # Non-zero ray weights (they start at zero), so the rays matter.
+  # Non-zero ray weights (with "patches" they start at zero), so the rays matter.
   params = jax.tree.map(lambda p: p + 0.1 * jnp.cos(jnp.arange(p.size).reshape(p.shape)),
                         params)
   latents = encoder.apply(params, images, origins, directions)
-  # Swapping two pixels' rays inside a 4x4 patch keeps the patch mean ray.
+  # Swapping two pixels' rays inside a 4x4 patch keeps the patch mean ray; with
+  # "pixels" each pixel keeps its own ray, so the latents change.
   swap = lambda a: a.at[:, :, [0, 3], [1, 2]].set(a[:, :, [3, 0], [2, 1]])
-  np.testing.assert_allclose(encoder.apply(params, images, swap(origins), swap(directions)),
-                             latents, rtol=1e-4, atol=1e-5)
+  swapped = encoder.apply(params, images, swap(origins), swap(directions))
+  if ray_input == "patches":
+    np.testing.assert_allclose(swapped, latents, rtol=1e-4, atol=1e-5)
+  else:
+    assert np.abs(swapped - latents).max() > 1e-3
   moved = encoder.apply(params, images, origins + 1.0, directions)
   assert np.abs(moved - latents).max() > 1e-3
   with pytest.raises(ConfigError, match="ray_input"):
