@@ -41,12 +41,15 @@ def multi_object_data(name: str, resolution: tuple[int, int], max_instances: int
 
   The file is expected at `~/tensorflow_datasets/multi_object_datasets/NAME_train.tfrecords`
   unless `data.path` is overridden; the first `num_eval_examples` are held out.
+  `data.max_objects` > 0 keeps only scenes with at most that many visible
+  objects (before the hold-out).
   """
   data = ml_collections.ConfigDict()
   data.source = "multi_object"
   data.name = name
   data.path = f"~/tensorflow_datasets/multi_object_datasets/{name}_train.tfrecords"
   data.num_eval_examples = 320
+  data.max_objects = 0
   data.resolution = resolution
   data.max_instances = max_instances
   data.shuffle_buffer_size = 2048

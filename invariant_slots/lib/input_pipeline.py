@@ -56,6 +56,9 @@ def _load_shapes(data: ml_collections.ConfigDict, train: bool, num_shards: int,
 def _load_multi_object(data: ml_collections.ConfigDict, train: bool, num_shards: int,
                        shard: int) -> tuple[tf.data.Dataset, int]:
   dataset = multi_object.load(data.name, os.path.expanduser(data.path))
+  if data.get("max_objects"):  # e.g. CLEVR6: scenes with at most 6 objects.
+    dataset = dataset.filter(
+        lambda features: tf.reduce_sum(features["visibility"][1:]) <= data.max_objects)
   num_eval = data.num_eval_examples
   dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
   return dataset.shard(num_shards, shard), num_eval

@@ -85,3 +85,75 @@ class SlotCrossAttention(nn.Module):
     else:
       updates = updates.reshape(updates.shape[:2] + (-1,))
     return updates, assignment.mean(axis=1)
+
+
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,  # tanh approximation.
+    "gelu_exact": lambda x: nn.gelu(x, approximate=False),
+    "leaky_relu": nn.leaky_relu,  # negative slope 0.01.
+}
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head dot-product attention (softmax over keys).
+
+  Queries come from `x`, keys and values from `context` (or `x`); each is
+  projected to `num_heads` heads of `qkv_size // num_heads` features (with
+  biases when `qkv_bias`), and the heads are projected back to the width of `x`
+  with a bias. With `qkv_bias` it has the parameters of
+  `flax.linen.MultiHeadDotProductAttention`.
+  """
+
+  num_heads: int
+  qkv_size: int | None = None  # None: the width of `x`.
+  qkv_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, context: Array | None = None) -> Array:
+    """`x [batch, n, dim]`, `context [batch, m, dim_c]` -> `[batch, n, dim]`."""
+    context = x if context is None else context
+    qkv_size = self.qkv_size or x.shape[-1]
+    if qkv_size % self.num_heads:
+      raise ValueError(f"qkv_size {qkv_size} is not divisible by num_heads {self.num_heads}.")
+    dense = lambda name: nn.DenseGeneral(  # pylint: disable=g-long-lambda
+        (self.num_heads, qkv_size // self.num_heads), use_bias=self.qkv_bias, name=name)
+    queries, keys, values = dense("query")(x), dense("key")(context), dense("value")(context)
+    queries = queries / jnp.sqrt(queries.shape[-1]).astype(queries.dtype)
+    weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", queries, keys), axis=-1)
+    heads = jnp.einsum("bhqk,bkhd->bqhd", weights, values)
+    return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="out")(heads)
+
+
+class TransformerBlock(nn.Module):
+  """Transformer block: attention (self, or cross to `context`) and an MLP.
+
+  Pre-LN (`pre_norm`): `x += Attn(LN(x), context or LN(x))`, `x += MLP(LN(x))`.
+  Post-LN: `x = LN(x + Attn(x, context or x))`, `x = LN(x + MLP(x))`. The
+  context enters unnormalised. The MLP is `Dense(mlp_size)`, `activation`,
+  `Dense(dim)`. Without position information, the block is equivariant to
+  permutations of `x`.
+  """
+
+  num_heads: int
+  mlp_size: int
+  qkv_size: int | None = None
+  pre_norm: bool = True
+  qkv_bias: bool = True
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, x: Array, context: Array | None = None) -> Array:
+    """`[batch, n, dim]` (and `context [batch, m, dim_c]`) -> `[batch, n, dim]`."""
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"Unknown activation {self.activation!r}; use one of "
+                       f"{', '.join(ACTIVATIONS)}.")
+    attention = MultiHeadAttention(self.num_heads, self.qkv_size, self.qkv_bias)
+    mlp = lambda y: nn.Dense(x.shape[-1])(  # pylint: disable=g-long-lambda
+        ACTIVATIONS[self.activation](nn.Dense(self.mlp_size)(y)))
+    if self.pre_norm:
+      y = nn.LayerNorm()(x)
+      x = x + attention(y, y if context is None else context)
+      return x + mlp(nn.LayerNorm()(x))
+    x = nn.LayerNorm()(x + attention(x, context))
+    return nn.LayerNorm()(x + mlp(x))

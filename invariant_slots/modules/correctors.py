@@ -27,12 +27,14 @@ CORRECTORS: Registry[nn.Module] = Registry("corrector")
 
 
 class ResidualMLP(nn.Module):
-  """`x + MLP(LayerNorm(x))` over the last axis."""
+  """`x + MLP(LayerNorm(x))` over the last axis; the identity when `hidden_size` is 0."""
 
   hidden_size: int
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
+    if not self.hidden_size:
+      return x
     y = nn.LayerNorm()(x)
     y = nn.relu(nn.Dense(self.hidden_size)(y))
     return x + nn.Dense(x.shape[-1])(y)
@@ -43,12 +45,16 @@ class SlotAttention(nn.Module):
   """Slot Attention (Locatello et al. 2020), weights shared across iterations.
 
   Each iteration: inverted attention from normalised slots to the inputs, a GRU
-  (or a residual sum when `use_gru` is False) and a residual MLP.
+  (or a residual sum when `use_gru` is False) and a residual MLP (none when
+  `mlp_size` is 0). Queries, keys and values have `qkv_size` features (default
+  `slot_size`); the GRU reads the `qkv_size` updates directly, the residual
+  update projects them to `slot_size` when the sizes differ.
   """
 
   slot_size: int
   num_iterations: int = 3
   mlp_size: int = 128
+  qkv_size: int | None = None
   num_heads: int = 1
   epsilon: float = 1e-8
   use_gru: bool = True
@@ -56,9 +62,10 @@ class SlotAttention(nn.Module):
   def setup(self):
     self.norm_inputs = nn.LayerNorm()
     self.norm_slots = nn.LayerNorm()
+    qkv_size = self.qkv_size or self.slot_size
     self.attention = SlotCrossAttention(
-        qkv_size=self.slot_size, num_heads=self.num_heads, inverted=True,
-        epsilon=self.epsilon)
+        qkv_size=qkv_size, num_heads=self.num_heads, inverted=True, epsilon=self.epsilon,
+        out_size=None if self.use_gru or qkv_size == self.slot_size else self.slot_size)
     if self.use_gru:
       self.gru = nn.GRUCell(features=self.slot_size)
     self.mlp = ResidualMLP(self.mlp_size)
@@ -272,11 +279,13 @@ class CrossAttentionLayer(nn.Module):
   """Pre-LN cross-attention layer; slots are the queries.
 
   `slots <- slots + Attn(LN(slots), LN(inputs))` (a GRU instead of the sum when
-  `use_gru`), then `slots <- slots + MLP(LN(slots))`.
+  `use_gru`), then `slots <- slots + MLP(LN(slots))` (skipped when `mlp_size`
+  is 0).
   """
 
   slot_size: int
   mlp_size: int
+  qkv_size: int
   num_heads: int
   inverted: bool
   use_gru: bool
@@ -285,7 +294,7 @@ class CrossAttentionLayer(nn.Module):
   @nn.compact
   def __call__(self, slots: Array, inputs: Array) -> tuple[Array, Array]:
     attention = SlotCrossAttention(
-        qkv_size=self.slot_size, num_heads=self.num_heads,
+        qkv_size=self.qkv_size, num_heads=self.num_heads,
         inverted=self.inverted, epsilon=self.epsilon, out_size=self.slot_size)
     keys, values = attention.project_inputs(nn.LayerNorm()(inputs))
     updates, assignment = attention(nn.LayerNorm()(slots), keys, values)
@@ -308,6 +317,7 @@ class TransformerCorrector(nn.Module):
   slot_size: int
   num_iterations: int = 3
   mlp_size: int = 128
+  qkv_size: int | None = None
   num_heads: int = 1
   epsilon: float = 1e-8
   inverted: bool = False
@@ -321,7 +331,8 @@ class TransformerCorrector(nn.Module):
     for index in range(self.num_iterations):
       slots, assignment = CrossAttentionLayer(
           slot_size=self.slot_size, mlp_size=self.mlp_size,
-          num_heads=self.num_heads, inverted=self.inverted,
+          qkv_size=self.qkv_size or self.slot_size, num_heads=self.num_heads,
+          inverted=self.inverted,
           use_gru=self.use_gru, epsilon=self.epsilon,
           name=f"layer_{index}")(slots, inputs)
       attention.append(assignment)
@@ -349,22 +360,26 @@ class SlotVectorField(nn.Module):
   `u` is the inverted-attention readout of the inputs by the normalised slots,
   `g = sigmoid(W_g [LN(s); u])` a per-slot gate and `h = MLP([LN(s); u])`.
   Keys and values do not depend on the slots, so they are projected once
-  (`project_inputs`) and the system is autonomous.
+  (`project_inputs`) and the system is autonomous. With `mlp_size` 0, `h` is
+  linear; a `qkv_size` other than `slot_size` projects `u` to `slot_size`.
   """
 
   slot_size: int
   mlp_size: int = 128
+  qkv_size: int | None = None
   num_heads: int = 1
   epsilon: float = 1e-8
 
   def setup(self):
     self.norm_inputs = nn.LayerNorm()
     self.norm_slots = nn.LayerNorm()
+    qkv_size = self.qkv_size or self.slot_size
     self.attention = SlotCrossAttention(
-        qkv_size=self.slot_size, num_heads=self.num_heads, inverted=True,
-        epsilon=self.epsilon)
+        qkv_size=qkv_size, num_heads=self.num_heads, inverted=True, epsilon=self.epsilon,
+        out_size=None if qkv_size == self.slot_size else self.slot_size)
     self.gate = nn.Dense(self.slot_size)
-    self.hidden = nn.Dense(self.mlp_size)
+    if self.mlp_size:
+      self.hidden = nn.Dense(self.mlp_size)
     self.drift = nn.Dense(self.slot_size)
 
   def project_inputs(self, inputs: Array) -> tuple[Array, Array]:
@@ -380,7 +395,8 @@ class SlotVectorField(nn.Module):
     updates, _ = self.readout(slots, keys, values)
     features = jnp.concatenate([self.norm_slots(slots), updates], axis=-1)
     gate = nn.sigmoid(self.gate(features))
-    return gate * updates + self.drift(nn.relu(self.hidden(features)))
+    hidden = nn.relu(self.hidden(features)) if self.mlp_size else features
+    return gate * updates + self.drift(hidden)
 
 
 # Vector-field evaluations of one attempted step, and once at the start (FSAL).
@@ -444,6 +460,7 @@ class SlotODE(nn.Module):
   # config written for an iterative corrector switches to SlotODE unchanged.
   num_iterations: int | None = None
   mlp_size: int = 128
+  qkv_size: int | None = None
   num_heads: int = 1
   epsilon: float = 1e-8
   train_solver: str = "euler"
@@ -460,7 +477,8 @@ class SlotODE(nn.Module):
     if not 0 < self.step_size <= self.T:
       raise ConfigError(f"SlotODE needs 0 < dt <= T, got dt={self.step_size}, T={self.T}.")
     self.field = SlotVectorField(slot_size=self.slot_size, mlp_size=self.mlp_size,
-                                 num_heads=self.num_heads, epsilon=self.epsilon)
+                                 qkv_size=self.qkv_size, num_heads=self.num_heads,
+                                 epsilon=self.epsilon)
 
   @property
   def step_size(self) -> float:

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from invariant_slots.modules.attention import TransformerBlock
 from invariant_slots.registry import Registry
 
 Array = jax.Array
@@ -21,38 +22,106 @@ def position_grid(height: int, width: int) -> Array:
   return jnp.concatenate([grid, 1.0 - grid], axis=-1)
 
 
+def linear_position_grid(height: int, width: int) -> Array:
+  """`[height, width, 2]` coordinates (y, x), each from -1 to 1."""
+  ys = jnp.linspace(-1.0, 1.0, height)
+  xs = jnp.linspace(-1.0, 1.0, width)
+  return jnp.stack(jnp.meshgrid(ys, xs, indexing="ij"), axis=-1)
+
+
+# `position_embedding` options: the border ramps of Slot Attention or SAVi's
+# 2-channel grid.
+POSITION_GRIDS = {"borders": position_grid, "linear": linear_position_grid}
+
+
 class SoftPositionEmbed(nn.Module):
-  """Adds a learned projection of the border ramps to `[batch, h, w, dim]`."""
+  """Adds a learned projection of a position grid to `[batch, h, w, dim]`.
+
+  `grid`: "borders" (4 ramps to the borders, Slot Attention) or "linear"
+  (y and x in [-1, 1], SAVi).
+  """
+
+  grid: str = "borders"
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
-    grid = position_grid(*features.shape[-3:-1])
+    if self.grid not in POSITION_GRIDS:
+      raise ValueError(f"Unknown position grid {self.grid!r}; use one of "
+                       f"{', '.join(POSITION_GRIDS)}.")
+    grid = POSITION_GRIDS[self.grid](*features.shape[-3:-1])
     return features + nn.Dense(features.shape[-1])(grid)
 
 
 class FeatureHead(nn.Module):
-  """Position embedding, LayerNorm and MLP: `[b, h, w, c]` -> `[b, h, w, dim]`."""
+  """Position embedding, LayerNorm and MLP: `[b, h, w, c]` -> `[b, h, w, dim]`.
+
+  `output_size` None keeps the width `c`.
+  """
 
   mlp_size: int
-  output_size: int
+  output_size: int | None
+  position_embedding: str = "borders"
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
-    features = SoftPositionEmbed()(features)
+    output_size = self.output_size or features.shape[-1]
+    features = SoftPositionEmbed(self.position_embedding)(features)
     features = nn.LayerNorm()(features)
     features = nn.relu(nn.Dense(self.mlp_size)(features))
-    return nn.Dense(self.output_size)(features)
+    return nn.Dense(output_size)(features)
+
+
+class TransformerHead(nn.Module):
+  """SAVi++'s encoder head: `[b, h, w, c]` -> `[b, h, w, qkv_size]`.
+
+  `FeatureHead` keeping the width `c`, then `relu(Dense(qkv_size))` and
+  `num_layers` pre-LN Transformer blocks over the `h * w` positions.
+  """
+
+  mlp_size: int
+  num_layers: int = 4
+  num_heads: int = 4
+  qkv_size: int = 64
+  transformer_mlp_size: int = 1024
+  position_embedding: str = "linear"
+
+  @nn.compact
+  def __call__(self, features: Array) -> Array:
+    batch, height, width, _ = features.shape
+    x = FeatureHead(self.mlp_size, None, self.position_embedding)(features)
+    x = nn.relu(nn.Dense(self.qkv_size)(x.reshape(batch, height * width, -1)))
+    for _ in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, self.transformer_mlp_size, self.qkv_size)(x)
+    return x.reshape(batch, height, width, self.qkv_size)
+
+
+def encoder_head(features: Array, mlp_size: int, output_size: int, position_embedding: str,
+                 transformer: dict | None) -> Array:
+  """The head of every image encoder: `FeatureHead`, or `TransformerHead` when
+  `transformer` (its options) is given. Returns `[b, h, w, output_size]` (or
+  `transformer["qkv_size"]` channels)."""
+  if transformer:
+    return TransformerHead(mlp_size, position_embedding=position_embedding, name="head",
+                           **transformer)(features)
+  return FeatureHead(mlp_size, output_size, position_embedding, name="head")(features)
 
 
 @ENCODERS.register("CNN")
 class CNNEncoder(nn.Module):
-  """Plain CNN (Locatello et al.: 4 x 5x5 convs, 64 channels) plus `FeatureHead`."""
+  """Plain CNN (Locatello et al.: 4 x 5x5 convs, 64 channels) plus the encoder head.
+
+  `position_embedding` ("borders" or "linear") and `transformer` (options of
+  `TransformerHead`: num_layers, num_heads, qkv_size, transformer_mlp_size;
+  None for the MLP head) choose the head.
+  """
 
   features: Sequence[int] = (64, 64, 64, 64)
   kernel_size: int = 5
   strides: Sequence[int] = (1, 1, 1, 1)
   mlp_size: int = 64
   output_size: int = 64
+  position_embedding: str = "borders"
+  transformer: dict | None = None
 
   @nn.compact
   def __call__(self, image: Array, train: bool = False) -> Array:
@@ -62,7 +131,8 @@ class CNNEncoder(nn.Module):
     x = image
     for width, stride in zip(self.features, self.strides):
       x = nn.relu(nn.Conv(width, (self.kernel_size,) * 2, strides=stride)(x))
-    return FeatureHead(self.mlp_size, self.output_size)(x)
+    return encoder_head(x, self.mlp_size, self.output_size, self.position_embedding,
+                        self.transformer)
 
 
 class ResidualBlock(nn.Module):
@@ -84,27 +154,57 @@ class ResidualBlock(nn.Module):
     return nn.relu(shortcut + y)
 
 
-@ENCODERS.register("ResNet34")
-class ResNet34Encoder(nn.Module):
-  """ResNet-34 (3, 4, 6, 3 basic blocks) with group norm, plus `FeatureHead`.
+class ResNet(nn.Module):
+  """ResNet with basic blocks and group norm: `[b, H, W, 3]` -> `[b, h, w, width * 8]`.
 
-  As in SAVi++, the stem does not downsample by default (`stem_stride=1`, no
-  max-pool), so a 64x64 image gives an 8x8 feature map.
+  The stem is a `stem_kernel_size` conv of stride `stem_stride` and a group
+  norm, followed by a ReLU when `stem_activation`; there is no max-pool, so
+  with stride 1 a 64x64 image gives an 8x8 feature map. SAVi++'s stem for small
+  inputs is 3x3, stride 1, without the ReLU.
   """
 
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
+  stem_kernel_size: int = 7
   stem_stride: int = 1
-  mlp_size: int = 256
-  output_size: int = 128
+  stem_activation: bool = True
 
   @nn.compact
-  def __call__(self, image: Array, train: bool = False) -> Array:
-    del train
-    x = nn.Conv(self.width, (7, 7), strides=self.stem_stride, use_bias=False)(image)
-    x = nn.relu(nn.GroupNorm(num_groups=min(32, self.width))(x))
+  def __call__(self, image: Array) -> Array:
+    x = nn.Conv(self.width, (self.stem_kernel_size,) * 2, strides=self.stem_stride,
+                use_bias=False)(image)
+    x = nn.GroupNorm(num_groups=min(32, self.width))(x)
+    if self.stem_activation:
+      x = nn.relu(x)
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         stride = 2 if stage > 0 and block == 0 else 1
         x = ResidualBlock(self.width * 2**stage, stride)(x)
-    return FeatureHead(self.mlp_size, self.output_size)(x)
+    return x
+
+
+@ENCODERS.register("ResNet34")
+class ResNet34Encoder(nn.Module):
+  """ResNet-34 (3, 4, 6, 3 basic blocks, `ResNet`) plus the encoder head.
+
+  The head options are those of `CNNEncoder`; SAVi++ uses the 3x3 stem without
+  ReLU, the "linear" position grid and the Transformer head.
+  """
+
+  stage_sizes: Sequence[int] = (3, 4, 6, 3)
+  width: int = 64
+  stem_kernel_size: int = 7
+  stem_stride: int = 1
+  stem_activation: bool = True
+  mlp_size: int = 256
+  output_size: int = 128
+  position_embedding: str = "borders"
+  transformer: dict | None = None
+
+  @nn.compact
+  def __call__(self, image: Array, train: bool = False) -> Array:
+    del train
+    x = ResNet(self.stage_sizes, self.width, self.stem_kernel_size, self.stem_stride,
+               self.stem_activation, name="backbone")(image)
+    return encoder_head(x, self.mlp_size, self.output_size, self.position_embedding,
+                        self.transformer)

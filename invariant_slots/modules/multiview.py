@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from invariant_slots.modules.attention import ACTIVATIONS, TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.initializers import INITIALIZERS
 from invariant_slots.registry import ConfigError
@@ -57,22 +58,6 @@ class RayEncoding:
     ], axis=-1)
 
 
-class TransformerLayer(nn.Module):
-  """Pre-LN Transformer layer: self-attention (or cross-attention to `context`), MLP."""
-
-  num_heads: int
-  mlp_size: int
-
-  @nn.compact
-  def __call__(self, x: Array, context: Array | None = None) -> Array:
-    y = nn.LayerNorm()(x)
-    kv = y if context is None else context
-    x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(y, kv)
-    y = nn.LayerNorm()(x)
-    y = nn.Dense(x.shape[-1])(nn.gelu(nn.Dense(self.mlp_size)(y)))
-    return x + y
-
-
 def patch_rays(origins: Array, directions: Array, grid: tuple[int, int]
                ) -> tuple[Array, Array]:
   """Mean ray of each patch: `[batch, views, H, W, 3]` x 2 -> `[batch, views, h, w, 3]` x 2.
@@ -97,17 +82,31 @@ RAY_INPUTS = ("pixels", "patches")
 class SRTEncoder(nn.Module):
   """Scene encoder of SRT: shared CNN over posed views, then a Transformer.
 
-  A CNN (each block: 3x3 conv, 3x3 conv of stride 2) downsamples every view to
-  patches; the rays enter as set by `ray_input` (below); a Transformer attends
-  over all patches of all views.
+  The CNN has one block per entry of `features`: a 3x3 conv to
+  `hidden_features[i]` channels (default `features[i]`), then a 3x3 conv of
+  stride 2 to `features[i]`, each with a ReLU (`conv_bias` switches the conv
+  biases). A linear map takes each patch to `hidden_size`; the rays enter as
+  set by `ray_input` (below). `num_layers` pre-LN Transformer blocks
+  (`num_heads` heads of `qkv_size` features in all, `qkv_bias`, MLP of
+  `mlp_size` with `activation`) attend over all patches of all views. With
+  `first_view_embedding` a learned vector marks the patches of the first view;
+  with `output_size` a LayerNorm and a linear map to that width end the
+  encoder. OSRT's encoder: features (192, 384, 768), hidden_features (96, 192,
+  384), no conv bias, no qkv bias, exact GELU, neither of the last two.
   """
 
   features: Sequence[int] = (96, 192, 384)
+  hidden_features: Sequence[int] | None = None
+  conv_bias: bool = True
   hidden_size: int = 768
   num_layers: int = 5
   num_heads: int = 12
+  qkv_size: int | None = None
+  qkv_bias: bool = True
   mlp_size: int = 1536
-  output_size: int = 768
+  activation: str = "gelu"
+  first_view_embedding: bool = True
+  output_size: int | None = 768
   ray_encoding: RayEncoding = RayEncoding()
   # "pixels": each pixel's ray encoding is concatenated to its colour before the
   # CNN (SRT). "patches": the CNN sees colours only, and the encoding of each
@@ -117,7 +116,10 @@ class SRTEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, origins: Array, directions: Array) -> Array:
-    """`[batch, views, H, W, 3]` x 3 -> set-latent `[batch, views * h * w, output_size]`."""
+    """`[batch, views, H, W, 3]` x 3 -> set-latent `[batch, views * h * w, width]`.
+
+    `width` is `output_size`, or `hidden_size` without the output map.
+    """
     batch, views = images.shape[:2]
     if self.ray_input == "pixels":
       x = jnp.concatenate([images, self.ray_encoding(origins, directions)], axis=-1)
@@ -125,41 +127,73 @@ class SRTEncoder(nn.Module):
       x = images
     else:
       raise ValueError(f"ray_input must be 'pixels' or 'patches', got {self.ray_input!r}.")
+    hidden_features = self.hidden_features or self.features
+    if len(hidden_features) != len(self.features):
+      raise ValueError("encoder hidden_features and features must have the same length.")
     x = x.reshape((batch * views,) + x.shape[2:])
-    for width in self.features:
-      x = nn.relu(nn.Conv(width, (3, 3))(x))
-      x = nn.relu(nn.Conv(width, (3, 3), strides=2)(x))
-    x = nn.Dense(self.hidden_size)(x)
+    for index, (hidden, width) in enumerate(zip(hidden_features, self.features)):
+      x = nn.relu(nn.Conv(hidden, (3, 3), use_bias=self.conv_bias, name=f"conv_{index}_0")(x))
+      x = nn.relu(nn.Conv(width, (3, 3), strides=2, use_bias=self.conv_bias,
+                          name=f"conv_{index}_1")(x))
+    x = nn.Dense(self.hidden_size, name="patch_projection")(x)
     if self.ray_input == "patches":
       patch_origins, patch_directions = patch_rays(origins, directions, x.shape[1:3])
       rays = self.ray_encoding(patch_origins, patch_directions)
-      ray_features = nn.Dense(self.hidden_size, kernel_init=nn.initializers.zeros)(rays)
+      ray_features = nn.Dense(self.hidden_size, kernel_init=nn.initializers.zeros,
+                              name="ray_projection")(rays)
       x = x + ray_features.reshape((batch * views,) + ray_features.shape[2:])
-    # Marks the first view, the reference frame of the scene, as in SRT.
-    first_view = self.param("first_view_embedding", nn.initializers.normal(0.02),
-                            (2, self.hidden_size))
     x = x.reshape((batch, views, -1, self.hidden_size))
-    x = x + first_view[jnp.minimum(jnp.arange(views), 1)][None, :, None]
+    if self.first_view_embedding:
+      # Marks the first view, the reference frame of the scene, as in SRT.
+      first_view = self.param("first_view_embedding", nn.initializers.normal(0.02),
+                              (2, self.hidden_size))
+      x = x + first_view[jnp.minimum(jnp.arange(views), 1)][None, :, None]
     x = x.reshape((batch, -1, self.hidden_size))
-    for _ in range(self.num_layers):
-      x = TransformerLayer(self.num_heads, self.mlp_size)(x)
-    return nn.Dense(self.output_size)(nn.LayerNorm()(x))
+    for index in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size, qkv_bias=self.qkv_bias,
+                           activation=self.activation, name=f"transformer_{index}")(x)
+    if self.output_size is None:
+      return x
+    x = nn.LayerNorm(name="output_norm")(x)
+    return nn.Dense(self.output_size, name="output_projection")(x)
+
+
+RENDER_INPUTS = ("rays", "queries")
 
 
 class SlotMixerDecoder(nn.Module):
   """Slot Mixer: per-ray weights over slots from an allocation Transformer.
 
-  Query rays (encoded like the encoder's) attend to the slots through
-  cross-attention layers; the dot products of the result with projected slots,
-  softmaxed over slots, are the masks; the mask-weighted slot mean and the
-  ray encoding go through an MLP to RGB.
+  Query rays (encoded like the encoder's) go through an MLP (`query_mlp_size`
+  hidden units, `hidden_size` out) and `num_layers` pre-LN cross-attention
+  blocks to the slots (`num_heads` heads of `qkv_size` features in all, MLP
+  `mlp_size`, `activation`). The dot products of the result, projected to
+  `mixing_size`, with the slots projected to `mixing_size`, softmaxed over
+  slots, are the masks. The mask-weighted slot mean and the render input
+  (`render_input`: the ray encoding, or the query-MLP output as in OSRT) go
+  through the render MLP (`render_sizes`, `render_activation`) to RGB.
+
+  `slot_norm`: the Transformer and the mixing keys read LayerNorm(slots)
+  instead of the slots. `mixing_norm`: a LayerNorm before the query projection
+  of the mixing. OSRT: hidden_size 180, query_mlp_size 360, qkv_size 1536,
+  mlp_size 3072, exact GELU, mixing_size 1536, no slot or mixing norm, render
+  input "queries", leaky ReLU.
   """
 
   hidden_size: int = 256
+  query_mlp_size: int | None = None
   num_layers: int = 2
   num_heads: int = 4
+  qkv_size: int | None = None
+  qkv_bias: bool = True
   mlp_size: int = 512
+  activation: str = "gelu"
+  mixing_size: int | None = None
+  slot_norm: bool = True
+  mixing_norm: bool = True
+  render_input: str = "rays"
   render_sizes: Sequence[int] = (1536, 1536, 1536, 1536)
+  render_activation: str = "relu"
   ray_encoding: RayEncoding = RayEncoding()
 
   @nn.compact
@@ -169,20 +203,31 @@ class SlotMixerDecoder(nn.Module):
     Returns:
       `rgb [batch, rays, 3]` and `masks [batch, rays, num_slots]`.
     """
+    if self.render_input not in RENDER_INPUTS:
+      raise ValueError(f"render_input must be one of {RENDER_INPUTS}, got "
+                       f"{self.render_input!r}.")
     rays = self.ray_encoding(origins, directions)
-    queries = nn.Dense(self.hidden_size)(nn.relu(nn.Dense(self.hidden_size)(rays)))
-    context = nn.LayerNorm()(slots)
-    for _ in range(self.num_layers):
-      queries = TransformerLayer(self.num_heads, self.mlp_size)(queries, context)
-    queries = nn.Dense(self.hidden_size, use_bias=False)(nn.LayerNorm()(queries))
-    keys = nn.Dense(self.hidden_size, use_bias=False)(context)
-    logits = jnp.einsum("brd,bkd->brk", queries, keys) / jnp.sqrt(self.hidden_size)
+    query_mlp = nn.Dense(self.query_mlp_size or self.hidden_size, name="query_mlp_0")(rays)
+    queries = nn.Dense(self.hidden_size, name="query_mlp_1")(nn.relu(query_mlp))
+    context = nn.LayerNorm(name="slot_norm")(slots) if self.slot_norm else slots
+    x = queries
+    for index in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size, qkv_bias=self.qkv_bias,
+                           activation=self.activation, name=f"allocation_{index}")(x, context)
+    if self.mixing_norm:
+      x = nn.LayerNorm(name="mixing_norm")(x)
+    mixing_size = self.mixing_size or self.hidden_size
+    mixing_queries = nn.Dense(mixing_size, use_bias=False, name="mixing_query")(x)
+    mixing_keys = nn.Dense(mixing_size, use_bias=False, name="mixing_key")(context)
+    logits = jnp.einsum("brd,bkd->brk", mixing_queries, mixing_keys) / jnp.sqrt(mixing_size)
     masks = jax.nn.softmax(logits, axis=-1)
     mixed = jnp.einsum("brk,bkd->brd", masks, slots)
-    x = jnp.concatenate([mixed, rays], axis=-1)
-    for width in self.render_sizes:
-      x = nn.relu(nn.Dense(width)(x))
-    return {"rgb": nn.sigmoid(nn.Dense(3)(x)), "masks": masks}
+    x = jnp.concatenate([mixed, rays if self.render_input == "rays" else queries], axis=-1)
+    activation = ACTIVATIONS[self.render_activation]
+    for index, width in enumerate(self.render_sizes):
+      x = activation(nn.Dense(width, name=f"render_{index}")(x))
+    rgb = nn.Dense(3, name=f"render_{len(self.render_sizes)}")(x)
+    return {"rgb": nn.sigmoid(rgb), "masks": masks}
 
 
 class OSRT(nn.Module):
@@ -232,6 +277,14 @@ def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
   if model.encoder.get("ray_input", "pixels") not in RAY_INPUTS:
     raise ConfigError(f"model.encoder.ray_input must be one of {RAY_INPUTS}, got "
                       f"{model.encoder.ray_input!r}.")
+  if model.decoder.get("render_input", "rays") not in RENDER_INPUTS:
+    raise ConfigError(f"model.decoder.render_input must be one of {RENDER_INPUTS}, got "
+                      f"{model.decoder.render_input!r}.")
+  for part in ("encoder", "decoder"):
+    for key in ("activation", "render_activation"):
+      if model[part].get(key, "relu") not in ACTIVATIONS:
+        raise ConfigError(f"model.{part}.{key}={model[part][key]!r} is unknown; use one of "
+                          f"{', '.join(ACTIVATIONS)}.")
   if model.corrector.get("num_iterations", 1) < 1:
     raise ConfigError("model.corrector.num_iterations must be >= 1.")
   ray_encoding = RayEncoding(**model.ray_encoding)

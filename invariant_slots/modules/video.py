@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from invariant_slots.modules.attention import TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.decoders import DECODERS
 from invariant_slots.modules.encoders import ENCODERS
@@ -34,48 +35,43 @@ class ConditionedSlots(nn.Module):
 
   Each object's box `(ymin, xmin, ymax, xmax)` (or centre of mass `(y, x)`;
   -1 for absent objects) goes through an MLP (`hidden_size` -> `slot_size`).
-  With `background_slot` a learned background slot is prepended, so
-  `num_slots = max_instances + 1`.
+  With `background_slot` a background slot is prepended, so `num_slots =
+  max_instances + 1`: the same MLP applied to an all-zero box when
+  `zero_box_background` (SAVi++), else a learned vector.
   """
 
   slot_size: int
   hidden_size: int = 256
   conditioning: str = "boxes"
   background_slot: bool = True
+  zero_box_background: bool = False
 
   @nn.compact
   def __call__(self, batch: dict[str, Array]) -> Array:
     """`batch[boxes or centers] [batch, T, max_instances, 4 or 2]` -> `[batch, num_slots,
     slot_size]`."""
     condition = batch[CONDITIONING_KEYS[self.conditioning]][:, 0].astype(jnp.float32)
+    learned_background = self.background_slot and not self.zero_box_background
+    if self.background_slot and self.zero_box_background:
+      condition = jnp.concatenate([jnp.zeros_like(condition[:, :1]), condition], axis=1)
     hidden = nn.relu(nn.Dense(self.hidden_size)(condition))
     slots = nn.Dense(self.slot_size)(hidden)
-    if self.background_slot:
+    if learned_background:
       background = self.param("background", nn.initializers.normal(1.0), (self.slot_size,))
       background = jnp.broadcast_to(background, (slots.shape[0], 1, self.slot_size))
       slots = jnp.concatenate([background, slots], axis=1)
     return slots
 
 
-class TransformerPredictor(nn.Module):
-  """Post-LN Transformer block over slots (SAVi's predictor).
+def transformer_predictor(num_heads: int = 4, mlp_size: int = 256, qkv_size: int | None = None,
+                          pre_norm: bool = False) -> TransformerBlock:
+  """SAVi's predictor: a Transformer block over the slots, post-LN by default.
 
-  `x <- LN(x + MHA(x, x))`, `x <- LN(x + MLP(x))`; no position information, so
-  it is equivariant to permutations of the slots.
+  `qkv_size` None uses the slot size. Without position information it is
+  equivariant to permutations of the slots.
   """
-
-  num_heads: int = 4
-  mlp_size: int = 256
-
-  @nn.compact
-  def __call__(self, slots: Array) -> Array:
-    """`[batch, num_slots, slot_size]` -> same shape."""
-    slot_size = slots.shape[-1]
-    attended = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, qkv_features=slot_size)(slots, slots)
-    slots = nn.LayerNorm()(slots + attended)
-    hidden = nn.relu(nn.Dense(self.mlp_size)(slots))
-    return nn.LayerNorm()(slots + nn.Dense(slot_size)(hidden))
+  return TransformerBlock(num_heads=num_heads, mlp_size=mlp_size, qkv_size=qkv_size,
+                          pre_norm=pre_norm)
 
 
 class SlotRecurrence(nn.Module):
@@ -169,14 +165,17 @@ def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
   num_iterations = model.corrector.get("num_iterations", 1)
   if num_iterations < 1:
     raise ConfigError(f"model.corrector.num_iterations must be >= 1, got {num_iterations}.")
-  if slot_size % model.predictor.num_heads:
-    raise ConfigError(f"model.slot_size={slot_size} is not divisible by "
-                      f"model.predictor.num_heads={model.predictor.num_heads}.")
+  predictor_qkv = model.predictor.get("qkv_size") or slot_size
+  if predictor_qkv % model.predictor.num_heads:
+    raise ConfigError(f"The predictor's qkv size {predictor_qkv} is not divisible by "
+                      f"model.predictor.num_heads={model.predictor.num_heads}; change "
+                      "model.predictor.qkv_size (default: model.slot_size) or num_heads.")
   targets = tuple((name, int(size)) for name, size in model.targets.items())
   try:
     initializer_module = ConditionedSlots(slot_size=slot_size, **initializer)
+    predictor = transformer_predictor(**model.predictor)
   except TypeError as e:
-    raise ConfigError(f"Bad options in model.initializer: {e}") from None
+    raise ConfigError(f"Bad options in model.initializer or model.predictor: {e}") from None
   decoder = DECODERS.build(model.decoder, output_channels=sum(s for _, s in targets))
   resolution = tuple(config.data.resolution)
   if tuple(decoder.output_size) != resolution:
@@ -188,5 +187,5 @@ def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
       initializer=initializer_module,
       recurrence=SlotRecurrence(
           corrector=CORRECTORS.build(model.corrector, slot_size=slot_size),
-          predictor=TransformerPredictor(**model.predictor)),
+          predictor=predictor),
       decoder=decoder, targets=targets)
