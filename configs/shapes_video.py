@@ -46,13 +46,21 @@ def get_config() -> ml_collections.ConfigDict:
   data.preprocess_train, data.preprocess_eval = video.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
+  # SAVi++'s structures at CPU widths: the linear position grid and a
+  # Transformer encoder head, zero-box background slot, SA with a wider qkv
+  # and no MLP, post-LN predictor, 1x1 readouts (docs/fidelity.md). The
+  # backbone is SAVi-S's small CNN instead of a ResNet-34.
   model = config.model
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
-                       mlp_size=64)
-  model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True)
-  model.corrector = dict(name="SA", num_iterations=1, mlp_size=128)
-  model.predictor = dict(num_heads=4, mlp_size=128)
+                       mlp_size=64, position_embedding="linear",
+                       transformer=dict(num_layers=1, num_heads=4, qkv_size=32,
+                                        transformer_mlp_size=128))
+  model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True,
+                           zero_box_background=True)
+  model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=0)
+  model.predictor = dict(num_heads=4, qkv_size=128, mlp_size=256)
   model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
-                       strides=[2, 2], kernel_size=5)
+                       strides=[2, 2], kernel_size=5, readout="dense",
+                       position_embedding="linear")
   return config

@@ -114,10 +114,7 @@ def corrector_dynamics(corrector, params, slots: Array,
         variables, s, keys, values, method=lambda m, *a: m.step(*a)[0])
     maps = [update] * corrector.num_iterations
   elif isinstance(corrector, correctors.TransformerCorrector):
-    layer = correctors.CrossAttentionLayer(
-        slot_size=corrector.slot_size, mlp_size=corrector.mlp_size,
-        num_heads=corrector.num_heads, inverted=corrector.inverted,
-        use_gru=corrector.use_gru, epsilon=corrector.epsilon)
+    layer = correctors.transformer_layer(corrector)
     maps = [lambda s, p=params[f"layer_{i}"]: layer.apply({"params": p}, s, inputs)[0]
             for i in range(corrector.num_iterations)]
   else:

@@ -181,7 +181,7 @@ def test_temporal_ops_and_resize():
 
 
 def test_predictor_is_permutation_equivariant():
-  predictor = video_modules.TransformerPredictor(num_heads=2, mlp_size=8)
+  predictor = video_modules.transformer_predictor(num_heads=2, mlp_size=8)
   slots = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
   params = predictor.init(jax.random.PRNGKey(1), slots)
   permutation = np.array([3, 0, 4, 1, 2])

@@ -329,14 +329,18 @@ class TransformerCorrector(nn.Module):
     del train
     attention = []
     for index in range(self.num_iterations):
-      slots, assignment = CrossAttentionLayer(
-          slot_size=self.slot_size, mlp_size=self.mlp_size,
-          qkv_size=self.qkv_size or self.slot_size, num_heads=self.num_heads,
-          inverted=self.inverted,
-          use_gru=self.use_gru, epsilon=self.epsilon,
-          name=f"layer_{index}")(slots, inputs)
+      slots, assignment = transformer_layer(self, name=f"layer_{index}")(slots, inputs)
       attention.append(assignment)
     return slots, jnp.stack(attention, axis=1)
+
+
+def transformer_layer(corrector: TransformerCorrector, **kwargs) -> CrossAttentionLayer:
+  """One layer with the options of `corrector` (`kwargs`: e.g. its `name`)."""
+  return CrossAttentionLayer(
+      slot_size=corrector.slot_size, mlp_size=corrector.mlp_size,
+      qkv_size=corrector.qkv_size or corrector.slot_size, num_heads=corrector.num_heads,
+      inverted=corrector.inverted, use_gru=corrector.use_gru, epsilon=corrector.epsilon,
+      **kwargs)
 
 
 @CORRECTORS.register("TF-Inv")

@@ -209,7 +209,7 @@ def savi_plus_plus_config(dataset: str, max_instances: int,
   data.data_dir = "gs://kubric-public/tfds"
   data.resolution = (128, 128)
   data.max_instances = max_instances
-  data.shuffle_buffer_size = 256
+  data.shuffle_buffer_size = 8 * config.batch_size
   data.num_shards = 0
   data.preprocess_train, data.preprocess_eval = video_preprocessing(
       max_instances, 128, train_frames=6, eval_frames=24, targets=tuple(targets))
