@@ -163,6 +163,44 @@ def test_boxes_are_densified_per_frame(stored_example):
   np.testing.assert_allclose(dense, expected)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_random_resized_crop_moves_boxes_flow_and_pixels_together(stored_example, seed):
+  _, stored = stored_example
+  features = video_ops.sparse_to_dense_annotation(max_instances=3)(
+      video_ops.video_from_tfds("forward_flow")(stored))
+  original = {k: v.numpy() for k, v in features.items() if k in video_ops.FRAME_KEYS}
+  out = video_ops.random_resized_crop(24, 24, min_object_covered=0.5, seed=seed)(
+      dict(features))
+  seg, boxes, flow = (out[k].numpy() for k in ("segmentations", "boxes", "flow"))
+  assert out["video"].shape == (24, 24, 24, 3) and seg.dtype == original["segmentations"].dtype
+  seg = seg[..., 0]
+  checked = 0
+  for t in range(24):
+    for k in range(3):
+      ys, xs = np.nonzero(seg[t] == k + 1)
+      if len(ys) < 4:
+        continue
+      # The moved box holds the cropped segmentation's box (to a resampling
+      # pixel), and equals it when the crop does not cut the object.
+      visible = np.array([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]) / 24
+      assert np.all(visible[:2] >= boxes[t, k, :2] - 1 / 24), (boxes[t, k], visible)
+      assert np.all(visible[2:] <= boxes[t, k, 2:] + 1 / 24), (boxes[t, k], visible)
+      if np.all((boxes[t, k] > 0) & (boxes[t, k] < 1)):
+        np.testing.assert_allclose(boxes[t, k], visible, atol=1.5 / 24)
+        # The box's growth is the resize factor, and the flow grows with it.
+        size_before = (original["boxes"][t, k, 2:] - original["boxes"][t, k, :2]) * 32
+        factor = (boxes[t, k, 2:] - boxes[t, k, :2]) * 24 / size_before
+        moving = original["segmentations"][t, ..., 0] == k + 1
+        displacement = original["flow"][t][moving][0]  # Constant over the object.
+        np.testing.assert_allclose(np.median(flow[t][seg[t] == k + 1], axis=0),
+                                   displacement * factor, rtol=0.05, atol=0.05)
+        checked += 1
+  assert checked > 5
+  same = video_ops.random_resized_crop(32, 32, min_object_covered=1.0)(dict(features))
+  for key in ("video", "boxes", "flow", "segmentations"):
+    np.testing.assert_allclose(same[key].numpy(), original[key], atol=1e-5)
+
+
 def test_temporal_ops_and_resize():
   video = tf.random.uniform((24, 8, 8, 3))
   flow = tf.ones((24, 8, 8, 2))

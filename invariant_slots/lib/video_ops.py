@@ -156,6 +156,69 @@ def temporal_crop_or_pad(length: int) -> Op:
   return op
 
 
+def crop_coordinates(coordinates: tf.Tensor, offset: tf.Tensor, size: tf.Tensor,
+                     image_size: tf.Tensor) -> tf.Tensor:
+  """Normalised `[..., 2k]` (y, x, y, x, ...) coordinates of a crop of the image.
+
+  The crop starts at pixel `offset` (y, x) and spans `size` pixels of an image
+  of `image_size`; values are clipped to [0, 1]. Entries equal to `NO_BOX` are
+  kept.
+  """
+  scale = tf.tile(tf.cast(image_size / size, tf.float32), [coordinates.shape[-1] // 2])
+  shift = tf.tile(tf.cast(offset / image_size, tf.float32), [coordinates.shape[-1] // 2])
+  cropped = tf.clip_by_value((coordinates - shift) * scale, 0.0, 1.0)
+  return tf.where(coordinates == NO_BOX, coordinates, cropped)
+
+
+@register_op("random_resized_crop")
+def random_resized_crop(height: int, width: int, min_object_covered: float = 0.1,
+                        seed: int = 0) -> Op:
+  """Crops all frames of a video at one random box and resizes them to `height x width`.
+
+  The crop is drawn as TF's `sample_distorted_bounding_box` draws it, covering
+  at least `min_object_covered` of the frame (aspect ratios 3/4 to 4/3, 8% to
+  100% of the area; SAVi++ trains with 0.75), as a stateless function of
+  `video_name` and `seed`. `video` and `depth` are resampled bilinearly,
+  `segmentations` and `flow` nearest (as in `resize_small`), the flow's pixel
+  displacements scaled to the new size; boxes and centres move into the
+  crop's normalised coordinates (clipped to it; a box left with no area
+  becomes `NO_BOX`). Put it before `flow_to_rgb` and `transform_depth`.
+  """
+
+  def op(features: Features) -> Features:
+    if "video_name" not in features:
+      raise ConfigError("random_resized_crop() needs video_name; put it after "
+                        "video_from_tfds().")
+    image_shape = tf.shape(features["video"])[1:]
+    name_hash = tf.strings.to_hash_bucket_fast(features["video_name"], 2**31 - 1)
+    offset, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=tf.stack([name_hash, tf.constant(seed, tf.int64)]),
+        min_object_covered=min_object_covered, aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0), max_attempts=100)
+    offset, size = offset[:2], size[:2]
+    crop = lambda x: tf.slice(x, tf.concat([[0], offset, [0]], 0),  # pylint: disable=g-long-lambda
+                              tf.concat([[-1], size, [-1]], 0))
+    new_size = (height, width)
+    for key, method in (("video", "bilinear"), ("depth", "bilinear"),
+                        ("segmentations", "nearest"), ("flow", "nearest")):
+      if key in features:
+        resized = tf.image.resize(crop(features[key]), new_size, method=method)
+        features[key] = tf.cast(resized, features[key].dtype)
+    if "flow" in features:
+      features["flow"] *= tf.cast(tf.constant(new_size) / size, tf.float32)
+    image_size = image_shape[:2]
+    if "boxes" in features:
+      boxes = crop_coordinates(features["boxes"], offset, size, image_size)
+      empty = (boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])
+      features["boxes"] = tf.where(empty[..., None], NO_BOX, boxes)
+    if "centers" in features:
+      features["centers"] = crop_coordinates(features["centers"], offset, size, image_size)
+    return features
+
+  return op
+
+
 @register_op("resize_small")
 def resize_small(size: int) -> Op:
   """Resizes frames so the smaller side is `size`.

@@ -165,17 +165,27 @@ class VideoPipeline(Pipeline):
 
 
 def video_preprocessing(max_instances: int, resolution: int, train_frames: int,
-                        eval_frames: int, targets: tuple[str, ...]) -> tuple[list[str], list[str]]:
+                        eval_frames: int, targets: tuple[str, ...],
+                        train_crop: float | None = None) -> tuple[list[str], list[str]]:
   """SAVi-style op lists `(train, eval)` for MOVi-schema data.
 
   Training keeps the video, boxes, centres and targets of a random window of
-  `train_frames`; evaluation the first `eval_frames` plus the segmentations.
+  `train_frames`, cropped at random to at least `train_crop` of the frame when
+  given (SAVi++: 0.75), else resized; evaluation the first `eval_frames` plus
+  the segmentations, resized.
   """
   common = ["video_from_tfds()", f"sparse_to_dense_annotation(max_instances={max_instances})"]
-  after = [f"resize_small({resolution})", "flow_to_rgb()", "transform_depth('log_plus')"]
+  resize = f"resize_small({resolution})"
+  if train_crop is not None:
+    resize_train = (f"random_resized_crop({resolution}, {resolution}, "
+                    f"min_object_covered={train_crop})")
+  else:
+    resize_train = resize
+  targets_ops = ["flow_to_rgb()", "transform_depth('log_plus')"]
   keys = ("video", "boxes", "centers") + tuple(t for t in targets if t != "video")
-  train = common + [f"temporal_random_strided_window(length={train_frames})"] + after
-  evaluation = common + [f"temporal_crop_or_pad(length={eval_frames})"] + after
+  train = common + [f"temporal_random_strided_window(length={train_frames})",
+                    resize_train] + targets_ops
+  evaluation = common + [f"temporal_crop_or_pad(length={eval_frames})", resize] + targets_ops
   return (train + [f"keep{keys!r}"], evaluation + [f"keep{keys + ('segmentations',)!r}"])
 
 
@@ -212,7 +222,8 @@ def savi_plus_plus_config(dataset: str, max_instances: int,
   data.shuffle_buffer_size = 8 * config.batch_size
   data.num_shards = 0
   data.preprocess_train, data.preprocess_eval = video_preprocessing(
-      max_instances, 128, train_frames=6, eval_frames=24, targets=tuple(targets))
+      max_instances, 128, train_frames=6, eval_frames=24, targets=tuple(targets),
+      train_crop=0.75)
   config.data = data
 
   model = ml_collections.ConfigDict()
