@@ -104,6 +104,17 @@ def test_tracer_ids_match_the_analytic_sphere_projection():
     assert inside.any() and (~inside).any()
     np.testing.assert_array_equal(ids[clear] == 2, inside[clear])
     assert set(np.unique(ids)) <= {1, 2}
+  # Depth: hit points lie on the sphere, on the ground, or the ray sees the sky (0).
+  for (position, rotation), ids, depth in zip(cameras, views["instance_image"][..., 0],
+                                              views["depth_image"][..., 0]):
+    origins, directions = shapes_multiview.pinhole_rays(position, rotation, config.resolution,
+                                                        config.resolution, config.fov_deg)
+    points = origins + depth[..., None] * directions
+    np.testing.assert_allclose(np.linalg.norm(points[ids == 2] - centre, axis=-1), radius,
+                               atol=1e-4)
+    ground = (ids == 1) & (directions[..., 2] < 0)
+    np.testing.assert_allclose(points[ground][:, 2], 0.0, atol=1e-4)
+    np.testing.assert_array_equal(depth[(ids == 1) & ~ground], 0.0)
 
 
 def _stacked(example, key):
