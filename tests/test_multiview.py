@@ -146,22 +146,26 @@ def test_generated_scenes_are_deterministic_with_consistent_ids():
 # `shapes_multiview.features`: TFDS builder `kubric_frames`, config
 # `multi_shapenet_conditional`, version 2.8.0, splits train/val/test.
 def _published_features(height, width, num_cameras=10):
-  pose = lambda: {"R": tfds.features.Tensor(shape=(3, 3), dtype=tf.float32),  # pylint: disable=g-long-lambda
-                  "t": tfds.features.Tensor(shape=(3,), dtype=tf.float32)}
-  camera = lambda: {  # pylint: disable=g-long-lambda
-      "intrinsics": {"image_width": tf.int32, "image_height": tf.int32,
-                     "K": tfds.features.Tensor(shape=(3, 3), dtype=tf.float32),
-                     "type": tfds.features.Text(),
-                     "distortion": {"radial": tfds.features.Tensor(shape=(3,), dtype=tf.float32),
-                                    "tangential": tfds.features.Tensor(shape=(2,),
-                                                                       dtype=tf.float32)}},
-      "extrinsics": pose(),
-      "color_image": tfds.features.Image(shape=(height, width, 3)),
-      "category_image": tfds.features.LabeledImage(labels=["background", "chair", "table"],
-                                                   shape=(height, width, 1)),
-      "instance_image": tfds.features.LabeledImage(labels=None, shape=(height, width, 1)),
-      "depth_image": tfds.features.Image(shape=(height, width, 1), dtype=tf.float32),
-  }
+  def pose():
+    return {"R": tfds.features.Tensor(shape=(3, 3), dtype=tf.float32),
+            "t": tfds.features.Tensor(shape=(3,), dtype=tf.float32)}
+
+  def camera():
+    return {
+        "intrinsics": {
+            "image_width": tf.int32, "image_height": tf.int32,
+            "K": tfds.features.Tensor(shape=(3, 3), dtype=tf.float32),
+            "type": tfds.features.Text(),
+            "distortion": {"radial": tfds.features.Tensor(shape=(3,), dtype=tf.float32),
+                           "tangential": tfds.features.Tensor(shape=(2,), dtype=tf.float32)}},
+        "extrinsics": pose(),
+        "color_image": tfds.features.Image(shape=(height, width, 3)),
+        "category_image": tfds.features.LabeledImage(labels=["background", "chair", "table"],
+                                                     shape=(height, width, 1)),
+        "instance_image": tfds.features.LabeledImage(labels=None, shape=(height, width, 1)),
+        "depth_image": tfds.features.Image(shape=(height, width, 1), dtype=tf.float32),
+    }
+
   return tfds.features.FeaturesDict({
       "scene_name": tfds.features.Text(), "frame_name": tfds.features.Text(), "pose": pose(),
       "cameras": {f"camera_{i}": camera() for i in range(num_cameras)}})

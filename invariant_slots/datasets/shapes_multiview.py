@@ -324,28 +324,35 @@ def generate_example(config: ShapesMultiviewConfig, split: str, index: int) -> d
   }
 
 
-def features(num_views: int, height: int, width: int) -> tfds.features.FeaturesDict:
-  """sunds' `frames_spec` of MultiShapeNet-Hard for `num_views` cameras of `height x width`."""
-  pose = lambda: {"R": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),  # pylint: disable=g-long-lambda
-                  "t": tfds.features.Tensor(shape=(3,), dtype=np.float32)}
-  camera = lambda: {  # pylint: disable=g-long-lambda
-      "intrinsics": {
-          "image_width": np.int32, "image_height": np.int32,
-          "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
-          "type": tfds.features.Text(),
-          "distortion": {"radial": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-                         "tangential": tfds.features.Tensor(shape=(2,), dtype=np.float32)}},
-      "extrinsics": pose(),
+def _pose_features() -> dict[str, tfds.features.Tensor]:
+  return {"R": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+          "t": tfds.features.Tensor(shape=(3,), dtype=np.float32)}
+
+
+def _camera_features(height: int, width: int) -> dict[str, Any]:
+  vector = lambda size: tfds.features.Tensor(shape=(size,), dtype=np.float32)
+  return {
+      "intrinsics": {"image_width": np.int32, "image_height": np.int32,
+                     "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+                     "type": tfds.features.Text(),
+                     "distortion": {"radial": vector(3), "tangential": vector(2)}},
+      "extrinsics": _pose_features(),
       "color_image": tfds.features.Image(shape=(height, width, 3)),
-      "category_image": tfds.features.LabeledImage(labels=list(CATEGORIES), shape=(height, width, 1)),
+      "category_image": tfds.features.LabeledImage(labels=list(CATEGORIES),
+                                                   shape=(height, width, 1)),
       "instance_image": tfds.features.LabeledImage(labels=None, shape=(height, width, 1)),
       "depth_image": tfds.features.Image(shape=(height, width, 1), dtype=np.float32),
   }
+
+
+def features(num_views: int, height: int, width: int) -> tfds.features.FeaturesDict:
+  """sunds' `frames_spec` of MultiShapeNet-Hard for `num_views` cameras of `height x width`."""
   return tfds.features.FeaturesDict({
       "scene_name": tfds.features.Text(),
       "frame_name": tfds.features.Text(),
-      "pose": pose(),
-      "cameras": {f"camera_{view}": camera() for view in range(num_views)},
+      "pose": _pose_features(),
+      "cameras": {f"camera_{view}": _camera_features(height, width)
+                  for view in range(num_views)},
   })
 
 
