@@ -3,12 +3,14 @@
     python -m invariant_slots.main --config=configs/msn_hard.py --workdir=/tmp/msn \
         --config.data.data_dir=/path/to/tfds
 
-Reads `multi_shapenet_conditional/2.8.0` from `data.data_dir` (copy it from
-gs://kubric-public/tfds/kubric-frames/). 128x128 views, 5 input views, 8192
-random target rays per scene from the other views (the paper; the PyTorch
-reproduction used 2304), batch 256. The network is OSRT's module by module
-(docs/fidelity.md): SRT encoder, Slot Attention with one iteration from 32
-learned slots of size 1536, Slot Mixer decoder. Swap the corrector with
+Reads the TFDS directory `kubric_frames/multi_shapenet_conditional/2.8.0` under
+`data.data_dir` (copy it there from gs://kubric-public/tfds, or set
+`--config.data.data_dir=gs://kubric-public/tfds`); trains on `train`, evaluates
+on `val`, rays derived from the stored cameras. 128x128 views, 5 input views,
+8192 random target rays per scene from the other views (the paper; the
+PyTorch reproduction used 2304), batch 256. The network is OSRT's module by
+module (docs/fidelity.md): SRT encoder, Slot Attention with one iteration from
+32 learned slots of size 1536, Slot Mixer decoder. Swap the corrector with
 `--config.model.corrector.name=TF-Inv` etc.
 """
 
@@ -41,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.source = "multi_shapenet"
   config.data.data_dir = "~/tensorflow_datasets"
   config.data.train_split = "train"
-  config.data.eval_split = "test"
+  config.data.eval_split = "val"
   config.data.num_eval_examples = 1000
   config.data.resolution = (128, 128)
   config.data.num_input_views = 5

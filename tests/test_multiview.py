@@ -1,7 +1,9 @@
-"""Multi-view pipeline: rays, ray tracer, MSN-schema loader, OSRT model, render command."""
+"""Multi-view pipeline: rays, ray tracer, MSN-Hard layout loader, OSRT model, render command."""
 
+import dataclasses
 import os
 import textwrap
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ from invariant_slots.registry import ConfigError
 from tests import training_utils
 
 CONFIG = os.path.join(training_utils.REPO, "configs", "shapes_multiview.py")
+MSN_CONFIG = os.path.join(training_utils.REPO, "configs", "msn_hard.py")
 
 # `configs/shapes_multiview.py` shrunk to seconds: 16x16 views, tiny networks.
 TINY = {
@@ -101,6 +104,21 @@ def test_tracer_ids_match_the_analytic_sphere_projection():
     assert inside.any() and (~inside).any()
     np.testing.assert_array_equal(ids[clear] == 2, inside[clear])
     assert set(np.unique(ids)) <= {1, 2}
+  # Depth: hit points lie on the sphere, on the ground, or the ray sees the sky (0).
+  for (position, rotation), ids, depth in zip(cameras, views["instance_image"][..., 0],
+                                              views["depth_image"][..., 0]):
+    origins, directions = shapes_multiview.pinhole_rays(position, rotation, config.resolution,
+                                                        config.resolution, config.fov_deg)
+    points = origins + depth[..., None] * directions
+    np.testing.assert_allclose(np.linalg.norm(points[ids == 2] - centre, axis=-1), radius,
+                               atol=1e-4)
+    ground = (ids == 1) & (directions[..., 2] < 0)
+    np.testing.assert_allclose(points[ground][:, 2], 0.0, atol=1e-4)
+    np.testing.assert_array_equal(depth[(ids == 1) & ~ground], 0.0)
+
+
+def _stacked(example, key):
+  return np.stack([example["cameras"][f"camera_{v}"][key] for v in range(10)])
 
 
 def test_generated_scenes_are_deterministic_with_consistent_ids():
@@ -108,60 +126,262 @@ def test_generated_scenes_are_deterministic_with_consistent_ids():
   first = shapes_multiview.generate_example(config, "train", 3)
   again = shapes_multiview.generate_example(config, "train", 3)
   other = shapes_multiview.generate_example(config, "train", 4)
-  np.testing.assert_array_equal(first["color_image"], again["color_image"])
-  assert not np.array_equal(first["color_image"], other["color_image"])
-  assert first["color_image"].shape == (10, 16, 16, 3)
-  ids = first["instance_image"]
+  colors = _stacked(first, "color_image")
+  np.testing.assert_array_equal(colors, _stacked(again, "color_image"))
+  assert not np.array_equal(colors, _stacked(other, "color_image"))
+  assert colors.shape == (10, 16, 16, 3)
+  ids = _stacked(first, "instance_image")
   assert ids.min() == shapes_multiview.BACKGROUND_ID and ids.max() <= 1 + config.max_objects
   # Ids are per object, not per view: each object keeps one colour in every view.
   for object_id in np.unique(ids)[1:]:
-    colors = first["color_image"][ids[..., 0] == object_id].astype(float)
-    hue = colors / np.maximum(colors.sum(-1, keepdims=True), 1)
+    object_colors = colors[ids[..., 0] == object_id].astype(float)
+    hue = object_colors / np.maximum(object_colors.sum(-1, keepdims=True), 1)
     assert np.ptp(hue, axis=0).max() < 0.1
+  categories = _stacked(first, "category_image")
+  np.testing.assert_array_equal(categories == 0, ids == shapes_multiview.BACKGROUND_ID)
 
 
-class _MultiShapenetConditional(tfds.core.GeneratorBasedBuilder):
-  """A few scenes in the MultiShapeNet-Hard schema, for the loader test."""
+# The published MultiShapeNet-Hard layout, written from sunds' `frames_spec`
+# (sunds/core/specs.py, sunds/datasets/kubric/utils.py), independently of
+# `shapes_multiview.features`: TFDS builder `kubric_frames`, config
+# `multi_shapenet_conditional`, version 2.8.0, splits train/val/test.
+def _published_features(height, width, num_cameras=10):
+  def pose():
+    return {"R": tfds.features.Tensor(shape=(3, 3), dtype=tf.float32),
+            "t": tfds.features.Tensor(shape=(3,), dtype=tf.float32)}
 
-  name = "multi_shapenet_conditional"
+  def camera():
+    return {
+        "intrinsics": {
+            "image_width": tf.int32, "image_height": tf.int32,
+            "K": tfds.features.Tensor(shape=(3, 3), dtype=tf.float32),
+            "type": tfds.features.Text(),
+            "distortion": {"radial": tfds.features.Tensor(shape=(3,), dtype=tf.float32),
+                           "tangential": tfds.features.Tensor(shape=(2,), dtype=tf.float32)}},
+        "extrinsics": pose(),
+        "color_image": tfds.features.Image(shape=(height, width, 3)),
+        "category_image": tfds.features.LabeledImage(labels=["background", "chair", "table"],
+                                                     shape=(height, width, 1)),
+        "instance_image": tfds.features.LabeledImage(labels=None, shape=(height, width, 1)),
+        "depth_image": tfds.features.Image(shape=(height, width, 1), dtype=tf.float32),
+    }
+
+  return tfds.features.FeaturesDict({
+      "scene_name": tfds.features.Text(), "frame_name": tfds.features.Text(), "pose": pose(),
+      "cameras": {f"camera_{i}": camera() for i in range(num_cameras)}})
+
+
+@dataclasses.dataclass(eq=False)
+class _FramesConfig(tfds.core.BuilderConfig):
+  height: int = 8
+  width: int = 12
+  num_scenes: tuple[tuple[str, int], ...] = (("train", 3), ("val", 2), ("test", 2))
+
+
+# Non-square images and pixels; each camera looks at its own target, which K
+# puts at the centre of pixel `_TARGET_PIXEL` (row, column).
+_TARGET_PIXEL = (3, 7)
+_POSE_ANGLE, _POSE_T = np.radians(30.0), np.array([0.5, -1.0, 0.2])
+
+
+def _published_scene(config, split, index):
+  """Scene `index` of `split` as stored, and each camera's centre and target `[10, 3]`."""
+  rng = np.random.default_rng([zlib.crc32(split.encode()), index])
+  c, s_ = np.cos(_POSE_ANGLE), np.sin(_POSE_ANGLE)
+  pose_r = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])  # scene <- frame
+  k = np.array([[7.0, 0.0, _TARGET_PIXEL[1] + 0.5], [0.0, 9.0, _TARGET_PIXEL[0] + 0.5],
+                [0.0, 0.0, 1.0]])
+  shape = (config.height, config.width)
+  cameras, centres, targets = {}, [], []
+  for view in range(10):
+    target = rng.uniform(-1.0, 1.0, 3)
+    centre = target + rng.uniform(6.0, 8.0) * _unit(rng.normal(size=3))
+    forward = _unit(target - centre)
+    down = _unit(np.cross(forward, rng.normal(size=3)))  # A random roll.
+    world_to_camera = np.stack([np.cross(down, forward), down, forward])  # OpenCV rows.
+    rotation = world_to_camera @ pose_r  # camera <- frame
+    translation = world_to_camera @ (_POSE_T - centre)
+    cameras[f"camera_{view}"] = {
+        "intrinsics": {"image_width": config.width, "image_height": config.height,
+                       "K": k.astype(np.float32), "type": "PERSPECTIVE",
+                       "distortion": {"radial": np.zeros(3, np.float32),
+                                      "tangential": np.zeros(2, np.float32)}},
+        "extrinsics": {"R": rotation.astype(np.float32), "t": translation.astype(np.float32)},
+        "color_image": rng.integers(0, 256, shape + (3,), dtype=np.uint8),
+        "category_image": rng.integers(0, 3, shape + (1,), dtype=np.uint8),
+        "instance_image": rng.integers(1, 5, shape + (1,), dtype=np.uint8),
+        "depth_image": rng.uniform(1.0, 9.0, shape + (1,)).astype(np.float32),
+    }
+    centres.append(centre)
+    targets.append(target)
+  name = f"scene_{split}_{index}"
+  example = {"scene_name": name, "frame_name": name,
+             "pose": {"R": pose_r.astype(np.float32), "t": _POSE_T.astype(np.float32)},
+             "cameras": cameras}
+  return example, np.array(centres), np.array(targets)
+
+
+def _unit(v):
+  return v / np.linalg.norm(v)
+
+
+class KubricFrames(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A few random scenes in the published MultiShapeNet-Hard layout."""
+
   VERSION = tfds.core.Version("2.8.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=shapes_multiview.features(10, 8, 8))
+    config = self.builder_config
+    return tfds.core.DatasetInfo(builder=self,
+                                 features=_published_features(config.height, config.width))
 
   def _split_generators(self, dl_manager):
-    return {"train": self._generate_examples("train", 3),
-            "test": self._generate_examples("test", 2)}
+    return {split: self._generate_examples(split, count)
+            for split, count in self.builder_config.num_scenes}
 
   def _generate_examples(self, split, count):
-    config = shapes_multiview.ShapesMultiviewConfig(name="msn", resolution=8)
     for index in range(count):
-      yield index, shapes_multiview.generate_example(config, split, index)
+      yield index, _published_scene(self.builder_config, split, index)[0]
 
 
-def test_loader_reads_a_local_dataset_of_the_msn_schema(tmp_path):
-  _MultiShapenetConditional(data_dir=str(tmp_path)).download_and_prepare(
+def write_published_msn(data_dir: str, **options) -> None:
+  """Writes the tiny dataset under `data_dir/kubric_frames/multi_shapenet_conditional/2.8.0`."""
+  config = _FramesConfig(name="multi_shapenet_conditional", **options)
+  KubricFrames(config=config, data_dir=data_dir).download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  data = config_defaults.load_config(CONFIG).data
-  data.source, data.data_dir, data.train_split, data.eval_split = (
-      "multi_shapenet", str(tmp_path), "train", "test")
-  data.num_eval_examples = 0
+
+
+@pytest.fixture(scope="session")
+def msn_data_dir(tmp_path_factory) -> str:
+  data_dir = str(tmp_path_factory.mktemp("tfds_msn"))
+  write_published_msn(data_dir)
+  return data_dir
+
+
+def _msn_data(data_dir, **overrides):
+  return config_defaults.load_config(MSN_CONFIG, **{"data.data_dir": data_dir,
+                                                    "data.num_eval_examples": 0,
+                                                    **overrides}).data
+
+
+def test_published_layout_is_where_tfds_puts_it(msn_data_dir):
+  directory = os.path.join(msn_data_dir, "kubric_frames", "multi_shapenet_conditional", "2.8.0")
+  assert multishapenet.msn_directory(msn_data_dir) == directory
+  shards = sorted(f.split(".tfrecord")[0] for f in os.listdir(directory) if "tfrecord" in f)
+  assert shards == ["kubric_frames-test", "kubric_frames-train", "kubric_frames-val"]
+
+
+def test_loader_stacks_the_cameras_of_the_published_layout(msn_data_dir):
+  config = _FramesConfig(name="multi_shapenet_conditional")
+  data = _msn_data(msn_data_dir)
+  assert data.train_split == "train" and data.eval_split == "val"
   evaluation, size = multishapenet.load_multi_shapenet(data, False, 1, 0)
   scenes = list(evaluation.as_numpy_iterator())
   assert size == len(scenes) == 2
-  config = shapes_multiview.ShapesMultiviewConfig(name="msn", resolution=8)
-  written = shapes_multiview.generate_example(config, "test", 1)
-  read = next(s for s in scenes if np.array_equal(s["color_image"], written["color_image"]))
-  np.testing.assert_array_equal(read["ray_directions"], written["ray_directions"])
-  np.testing.assert_array_equal(read["instance_image"], written["instance_image"])
+  assert sorted(scenes[0]) == ["color_image", "instance_image", "ray_directions",
+                               "ray_origins", "scene_name"]
+  for scene in scenes:
+    index = int(scene["scene_name"].decode().rsplit("_", 1)[1])
+    written, _, _ = _published_scene(config, "val", index)
+    np.testing.assert_array_equal(scene["color_image"], _stacked(written, "color_image"))
+    np.testing.assert_array_equal(scene["instance_image"], _stacked(written, "instance_image"))
+    assert scene["ray_origins"].shape == scene["ray_directions"].shape == (10, 8, 12, 3)
+  for split, count in (("test", 2), ("train", 3)):
+    data.eval_split = split
+    assert multishapenet.load_multi_shapenet(data, False, 1, 0)[1] == count
   train, _ = multishapenet.load_multi_shapenet(data, True, 1, 0)
   indices = [int(x["sample_index"]) for x in train.take(7).as_numpy_iterator()]
   assert indices == list(range(7))  # Repeats past the 3 scenes, numbering each pass.
+  data.eval_split = "validation"
+  with pytest.raises(ConfigError, match=r"not a split of kubric_frames.*'test', 'train', 'val'"):
+    multishapenet.load_multi_shapenet(data, False, 1, 0)
 
 
-def test_missing_msn_data_names_the_synthetic_config(tmp_path):
-  with pytest.raises(ConfigError, match="configs/shapes_multiview.py"):
+def test_rays_pass_through_what_the_cameras_project_there(msn_data_dir):
+  config = _FramesConfig(name="multi_shapenet_conditional")
+  evaluation, _ = multishapenet.load_multi_shapenet(_msn_data(msn_data_dir), False, 1, 0)
+  for scene in evaluation.as_numpy_iterator():
+    index = int(scene["scene_name"].decode().rsplit("_", 1)[1])
+    written, centres, targets = _published_scene(config, "val", index)
+    origins, directions = scene["ray_origins"], scene["ray_directions"]
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(origins, np.broadcast_to(centres[:, None, None], origins.shape),
+                               atol=1e-4)
+    # Each camera's target projects to the centre of `_TARGET_PIXEL`: that pixel's ray hits it.
+    row, column = _TARGET_PIXEL
+    to_target = targets - centres
+    along = np.sum(to_target * directions[:, row, column], axis=-1)
+    assert (along > 0).all()
+    np.testing.assert_allclose(to_target, along[:, None] * directions[:, row, column], atol=1e-4)
+    # Points along every ray project, with K and the extrinsics, to the ray's pixel centre.
+    pose = written["pose"]
+    pixels = np.stack(np.meshgrid(np.arange(12) + 0.5, np.arange(8) + 0.5), axis=-1)
+    for view in range(10):
+      camera = written["cameras"][f"camera_{view}"]
+      for distance in (0.5, 3.0, 20.0):
+        points = origins[view] + distance * directions[view]  # [H, W, 3] in the scene frame.
+        in_frame = (points - pose["t"]) @ pose["R"]  # R^T (x - t).
+        in_camera = in_frame @ camera["extrinsics"]["R"].T + camera["extrinsics"]["t"]
+        projected = in_camera @ camera["intrinsics"]["K"].T
+        assert (projected[..., 2] > 0).all()
+        np.testing.assert_allclose(projected[..., :2] / projected[..., 2:], pixels, atol=1e-3)
+
+
+def test_embedded_twin_writes_the_published_layout():
+  twin = shapes_multiview.features(10, 8, 12).get_tensor_info()
+  assert twin == _published_features(8, 12).get_tensor_info()
+
+
+def test_embedded_twin_loader_rays_are_the_rendered_rays(tmp_path):
+  options = dict(resolution=8, num_train=1, num_validation=2, seed=3)
+  data = config_defaults.load_config(CONFIG, **{
+      "data.data_dir": str(tmp_path), "data.shapes_multiview": options,
+      "data.num_eval_examples": 0}).data
+  evaluation, size = multishapenet.load_shapes_multiview(data, False, 1, 0)
+  assert size == 2
+  config = shapes_multiview.ShapesMultiviewConfig(name="t", **options)
+  for scene in evaluation.as_numpy_iterator():
+    split, index = scene["scene_name"].decode().rsplit("_", 1)
+    rng = np.random.default_rng([config.seed, zlib.crc32(split.encode()), int(index)])
+    scene_objects = shapes_multiview.sample_scene(rng, config)
+    cameras = shapes_multiview.sample_cameras(rng, config)
+    for view, (position, rotation) in enumerate(cameras):
+      origins, directions = shapes_multiview.pinhole_rays(position, rotation, 8, 8,
+                                                          config.fov_deg)
+      np.testing.assert_allclose(scene["ray_origins"][view], origins, atol=1e-5)
+      np.testing.assert_allclose(scene["ray_directions"][view], directions, atol=1e-5)
+    views = shapes_multiview.render_views(scene_objects, cameras, 8, config.fov_deg)
+    np.testing.assert_array_equal(scene["color_image"], views["color_image"])
+    np.testing.assert_array_equal(scene["instance_image"], views["instance_image"])
+
+
+def test_missing_msn_data_names_the_bucket_and_the_synthetic_config(tmp_path):
+  with pytest.raises(ConfigError) as error:
     multishapenet.msn_builder(str(tmp_path))
+  message = str(error.value)
+  assert "\n" not in message
+  assert "gs://kubric-public/tfds/kubric_frames/multi_shapenet_conditional/2.8.0" in message
+  assert os.path.join(str(tmp_path), "kubric_frames/multi_shapenet_conditional/2.8.0") in message
+  assert "configs/shapes_multiview.py" in message
+
+
+# `configs/msn_hard.py` on the tiny published-layout dataset: data options and
+# the tiny networks of `TINY`.
+MSN_TINY = {
+    **{key: value for key, value in TINY.items() if not key.startswith("data.")},
+    "data.resolution": (8, 12),
+    "data.num_eval_examples": 2,
+    "data.shuffle_buffer_size": 4,
+    "data.preprocess_train": ["multiview_train(5, 64, 0)"],
+}
+
+
+def test_msn_hard_trains_and_evaluates_on_the_published_layout(msn_data_dir, tmp_path):
+  config = config_defaults.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
+  scalars = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  for key in ("eval/psnr", "eval/fg_ari", "eval/loss"):
+    assert np.isfinite(scalars[key]), (key, scalars)
+  assert training_utils.read_scalars(str(tmp_path / "run"), "train/loss").keys() == {1, 2}
 
 
 def _scene_features(num_views=10, size=4, sample_index=0):

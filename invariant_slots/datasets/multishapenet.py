@@ -1,19 +1,28 @@
-"""Multi-view data sources in the MultiShapeNet-Hard schema, and their preprocessing.
+"""Multi-view data sources in the MultiShapeNet-Hard layout, and their preprocessing.
 
-Two `DATA_SOURCES`:
+Two `DATA_SOURCES`, both stored in the published MultiShapeNet-Hard layout
+(the `frames_spec` of google-research/sunds): one example per scene with
+`scene_name`, `frame_name`, the frame `pose {R, t}` and `cameras/camera_0` ...
+`camera_{V-1}`, each with `intrinsics` (`K` 3x3 in pixels, `image_width`,
+`image_height`, `type`, `distortion`), `extrinsics {R, t}` (frame to camera,
+OpenCV axes: x right, y down, z forward), a `color_image` PNG and labelled
+`instance_image` (1 = background) and `category_image` PNGs, and `depth_image`.
+No rays are stored.
 
-* `multi_shapenet`: MultiShapeNet-Hard (`multi_shapenet_conditional`, version
-  2.8.0, as published under gs://kubric-public/tfds/kubric-frames/), read
-  straight from its TFDS directory `data.data_dir/multi_shapenet_conditional/2.8.0`
-  with `tfds.builder_from_directory` (no `sunds` needed).
+* `multi_shapenet`: MultiShapeNet-Hard, the TFDS builder `kubric_frames`,
+  config `multi_shapenet_conditional`, version 2.8.0, splits train, val and
+  test, read with `tfds.builder_from_directory` from TFDS's
+  `data.data_dir/kubric_frames/multi_shapenet_conditional/2.8.0` (published
+  under gs://kubric-public/tfds, which also works as `data.data_dir`).
 * `shapes_multiview`: the embedded ray-traced dataset of
   `invariant_slots.datasets.shapes_multiview`, generated on first use.
 
-Both give per-scene examples with `color_image [V, H, W, 3]` uint8,
-`ray_origins`, `ray_directions [V, H, W, 3]` float32, `instance_image
-[V, H, W, 1]` (1 = background) and `scene_name`. Training splits repeat forever
-and carry a running `sample_index`, so the random view order and target rays
-of the preprocessing ops differ on every pass yet are reproducible.
+`stack_cameras` turns each stored example into `color_image [V, H, W, 3]`
+uint8, `ray_origins`, `ray_directions [V, H, W, 3]` float32, `instance_image
+[V, H, W, 1]` and `scene_name`, deriving each pixel's ray from its camera (as
+sunds' `Nerf` task does). Training splits repeat forever and carry a running
+`sample_index`, so the random view order and target rays of the preprocessing
+ops differ on every pass yet are reproducible.
 
 Preprocessing ops (`config.data.preprocess_train` / `preprocess_eval`):
 
@@ -36,14 +45,16 @@ from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import preprocessing
 from invariant_slots.registry import ConfigError
 
-MSN_NAME = "multi_shapenet_conditional"
+MSN_BUCKET = "gs://kubric-public/tfds"
+MSN_BUILDER = "kubric_frames"
+MSN_CONFIG = "multi_shapenet_conditional"
 MSN_VERSION = "2.8.0"
 FEATURES = ("color_image", "ray_origins", "ray_directions", "instance_image")
 
 
 def msn_directory(data_dir: str) -> str:
-  """Where the MultiShapeNet-Hard TFDS files live under `data_dir`."""
-  return os.path.join(os.path.expanduser(data_dir), MSN_NAME, MSN_VERSION)
+  """TFDS's `data_dir/kubric_frames/multi_shapenet_conditional/2.8.0`."""
+  return os.path.join(os.path.expanduser(data_dir), MSN_BUILDER, MSN_CONFIG, MSN_VERSION)
 
 
 def msn_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
@@ -51,10 +62,69 @@ def msn_builder(data_dir: str | None) -> tfds.core.DatasetBuilder:
   directory = msn_directory(data_dir or "~/tensorflow_datasets")
   if not tf.io.gfile.exists(os.path.join(directory, "dataset_info.json")):
     raise ConfigError(
-        f"MultiShapeNet-Hard not found in {directory} (copy "
-        f"gs://kubric-public/tfds/kubric-frames/{MSN_NAME}/{MSN_VERSION} there and set "
-        "data.data_dir); without it, train on configs/shapes_multiview.py.")
+        f"MultiShapeNet-Hard not found in {directory}: copy "
+        f"{msn_directory(MSN_BUCKET)} there (or set data.data_dir={MSN_BUCKET}); "
+        "without it, train on configs/shapes_multiview.py.")
   return tfds.builder_from_directory(directory)
+
+
+def camera_rays(camera: dict[str, tf.Tensor], pose: dict[str, tf.Tensor], height: int,
+                width: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """Rays through the pixel centres of one stored pinhole camera, in the scene frame.
+
+  Pixel (i, j) (row i from the top) is the point `(j + 0.5, i + 0.5)` of the
+  pixel frame of `K`; `K^-1 (j + 0.5, i + 0.5, 1)` is its direction in the
+  camera frame. The camera-to-scene transform is `pose` after the inverse of
+  the extrinsics (camera rotation `R^T`, centre `-R^T t`).
+
+  Args:
+    camera: Stored camera with `intrinsics/K [3, 3]` and `extrinsics/{R [3, 3], t [3]}`.
+    pose: Frame-to-scene transform `{R [3, 3], t [3]}`.
+    height, width: Image size.
+
+  Returns:
+    origins (the camera centre), unit directions: float32 `[height, width, 3]`.
+  """
+  columns, rows = tf.meshgrid(tf.range(width, dtype=tf.float32) + 0.5,
+                              tf.range(height, dtype=tf.float32) + 0.5)
+  pixels = tf.stack([columns, rows, tf.ones_like(columns)], axis=-1)
+  local = tf.einsum("ij,hwj->hwi", tf.linalg.inv(camera["intrinsics"]["K"]), pixels)
+  rotation, translation = camera["extrinsics"]["R"], camera["extrinsics"]["t"]
+  to_scene = pose["R"] @ tf.transpose(rotation)
+  centre = pose["t"] - tf.linalg.matvec(to_scene, translation)
+  directions = tf.math.l2_normalize(tf.einsum("ij,hwj->hwi", to_scene, local), axis=-1)
+  return tf.broadcast_to(centre, tf.shape(directions)), directions
+
+
+def _camera_index(name: str) -> int:
+  return int(name.rsplit("_", 1)[1])
+
+
+def stack_cameras(example: dict) -> dict[str, tf.Tensor]:
+  """The cameras `camera_0 ...` of a stored example as `[V, H, W, C]` images and rays."""
+  names = sorted(example["cameras"], key=_camera_index)
+  views = {key: [] for key in FEATURES}
+  for name in names:
+    camera = example["cameras"][name]
+    tf.debugging.assert_equal(camera["intrinsics"]["type"], "PERSPECTIVE",
+                              message=f"{name} is not a pinhole camera")
+    height, width = camera["color_image"].shape[:2]
+    origins, directions = camera_rays(camera, example["pose"], height, width)
+    views["color_image"].append(camera["color_image"])
+    views["instance_image"].append(camera["instance_image"])
+    views["ray_origins"].append(origins)
+    views["ray_directions"].append(directions)
+  return {**{key: tf.stack(value) for key, value in views.items()},
+          "scene_name": example["scene_name"]}
+
+
+def _decoders(builder: tfds.core.DatasetBuilder) -> tfds.decode.PartialDecoding:
+  """Decodes only what `stack_cameras` reads (not the depth and category images)."""
+  camera = {"intrinsics": {"K": True, "type": True}, "extrinsics": True,
+            "color_image": True, "instance_image": True}
+  return tfds.decode.PartialDecoding({
+      "scene_name": True, "pose": True,
+      "cameras": {name: camera for name in builder.info.features["cameras"].keys()}})
 
 
 def _numbered(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -63,19 +133,19 @@ def _numbered(dataset: tf.data.Dataset) -> tf.data.Dataset:
       lambda index, example: {**example, "sample_index": index})
 
 
-def _select(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  return {key: example[key] for key in FEATURES}
-
-
 def _split(data: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, train: bool,
            num_shards: int, shard: int) -> tuple[tf.data.Dataset, int]:
   name = data.train_split if train else data.eval_split
+  if name not in builder.info.splits:
+    raise ConfigError(f"data.{'train' if train else 'eval'}_split={name!r} is not a split of "
+                      f"{builder.name}; it has {sorted(builder.info.splits)}.")
   size = builder.info.splits[name].num_examples
   if not train and data.get("num_eval_examples"):
     size = min(size, data.num_eval_examples)
     name = f"{name}[:{size}]"
-  dataset = builder.as_dataset(split=tfds.even_splits(name, n=num_shards)[shard])
-  dataset = dataset.map(_select)
+  dataset = builder.as_dataset(split=tfds.even_splits(name, n=num_shards)[shard],
+                               decoders=_decoders(builder))
+  dataset = dataset.map(stack_cameras, num_parallel_calls=tf.data.AUTOTUNE)
   return (_numbered(dataset) if train else dataset), size
 
 

@@ -2,16 +2,24 @@
 
 Each scene holds 3-6 coloured spheres and boxes resting on a ground plane
 (z = 0), seen by `num_views` pinhole cameras on a hemisphere that look at the
-scene centre. Every pixel is one ray through its centre, so the images, rays
-and instance ids are exact. The features follow the MultiShapeNet-Hard schema
-(`multi_shapenet_conditional`), so the same pipeline reads both:
+scene centre. Every pixel is one ray through its centre, so the images and
+instance ids are exact. Scenes are stored in the published MultiShapeNet-Hard
+layout (sunds' `frames_spec`, see `invariant_slots.datasets.multishapenet`),
+so the same loader reads both and derives the rays from the cameras:
 
-  color_image:     uint8 [V, H, W, 3]
-  ray_origins:     float32 [V, H, W, 3], the camera centre of each pixel's ray.
-  ray_directions:  float32 [V, H, W, 3], unit directions through pixel centres.
-  instance_image:  uint8 [V, H, W, 1], 1 = background (ground and sky),
-                   2..N+1 = objects (the same id in every view).
-  scene_name:      string.
+  scene_name, frame_name:  string (the same).
+  pose:            {R [3, 3], t [3]} float32, the identity (frame = scene).
+  cameras/camera_0 ... camera_{V-1}:
+    intrinsics:    image_width, image_height int32; K float32 [3, 3] in pixels
+                   (principal point at the image centre); type "PERSPECTIVE";
+                   distortion {radial [3], tangential [2]} zeros.
+    extrinsics:    {R, t} float32, world to camera in OpenCV axes (x right,
+                   y down, z forward).
+    color_image:   uint8 PNG [H, W, 3].
+    instance_image: labelled uint8 PNG [H, W, 1], 1 = background (ground and
+                   sky), 2..N+1 = objects (the same id in every view).
+    category_image: labelled uint8 PNG [H, W, 1], `CATEGORIES` indices.
+    depth_image:   float32 [H, W, 1], distance along the unit ray, 0 for sky.
 
 Shading is Lambertian under one directional light plus ambient light, without
 shadows. Generation is deterministic given the config's seed, the split and
@@ -33,6 +41,7 @@ import tensorflow_datasets as tfds
 from invariant_slots.datasets import local_builder
 
 BACKGROUND_ID = 1
+CATEGORIES = ("background", "sphere", "box")
 _LIGHT = np.array([0.4, -0.3, 0.87]) / np.linalg.norm([0.4, -0.3, 0.87])
 _AMBIENT = 0.35
 _SKY_COLOR = np.array([0.70, 0.80, 0.95])
@@ -120,6 +129,28 @@ def pinhole_rays(position: np.ndarray, rotation: np.ndarray, height: int, width:
   return origins.astype(np.float32), directions.astype(np.float32)
 
 
+def pinhole_camera(position: np.ndarray, rotation: np.ndarray, height: int, width: int,
+                   fov_deg: float) -> dict[str, Any]:
+  """The stored camera of `pinhole_rays`: intrinsics and world-to-camera extrinsics.
+
+  `K` maps the camera-frame point `(u, -v, 1)` of pixel (i, j) in
+  `pinhole_rays` to its centre `(j + 0.5, i + 0.5)`; the OpenCV camera axes
+  are right, down (-up) and forward.
+  """
+  scale = np.tan(np.deg2rad(fov_deg) / 2.0)
+  k = np.array([[width / (2.0 * scale), 0.0, width / 2.0],
+                [0.0, height / (2.0 * scale), height / 2.0], [0.0, 0.0, 1.0]])
+  world_to_camera = (rotation * np.array([1.0, -1.0, 1.0])).T
+  return {
+      "intrinsics": {"image_width": width, "image_height": height,
+                     "K": k.astype(np.float32), "type": "PERSPECTIVE",
+                     "distortion": {"radial": np.zeros(3, np.float32),
+                                    "tangential": np.zeros(2, np.float32)}},
+      "extrinsics": {"R": world_to_camera.astype(np.float32),
+                     "t": (-world_to_camera @ position).astype(np.float32)},
+  }
+
+
 def orbit_cameras(num_frames: int, distance: float, elevation_deg: float
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
   """`(position, rotation)` of `num_frames` cameras on a circle around the origin."""
@@ -173,11 +204,14 @@ def intersect_boxes(origins: np.ndarray, directions: np.ndarray, centres: np.nda
 
 
 def trace(origins: np.ndarray, directions: np.ndarray, scene: dict[str, np.ndarray]
-          ) -> tuple[np.ndarray, np.ndarray]:
-  """Colours float `[P, 3]` and instance ids uint8 `[P]` of rays `[P, 3]`.
+          ) -> dict[str, np.ndarray]:
+  """What rays `[P, 3]` (unit directions) see.
 
-  Objects get ids 2.. in the order of `scene["kinds"]`; the ground plane and
-  the sky are `BACKGROUND_ID`.
+  Returns:
+    `color` float `[P, 3]`; uint8 `[P]` `instance` ids (objects get 2.. in the
+    order of `scene["kinds"]`, the ground plane and the sky `BACKGROUND_ID`)
+    and `category` (`CATEGORIES` index); `depth` float `[P]`, the distance to
+    the hit, 0 for the sky.
   """
   kinds = scene["kinds"]
   spheres, boxes = np.flatnonzero(kinds == 0), np.flatnonzero(kinds == 1)
@@ -201,7 +235,11 @@ def trace(origins: np.ndarray, directions: np.ndarray, scene: dict[str, np.ndarr
   background = np.where(ground_hit[:, None], ground_color, _SKY_COLOR)
   colors = np.where(hit[:, None], object_color, background)
   ids = np.where(hit, nearest + BACKGROUND_ID + 1, BACKGROUND_ID).astype(np.uint8)
-  return colors, ids
+  categories = np.where(hit, kinds[nearest] + 1, 0).astype(np.uint8)
+  with np.errstate(divide="ignore"):
+    ground_depth = np.where(ground_hit, -origins[:, 2] / directions[:, 2], 0.0)
+  depths = np.where(hit, t_all[np.arange(num_rays), nearest], ground_depth)
+  return {"color": colors, "instance": ids, "category": categories, "depth": depths}
 
 
 def sample_scene(rng: np.random.Generator, config: ShapesMultiviewConfig) -> dict[str, np.ndarray]:
@@ -246,48 +284,84 @@ def sample_cameras(rng: np.random.Generator, config: ShapesMultiviewConfig
 
 def render_views(scene: dict[str, np.ndarray], cameras, resolution: int, fov_deg: float
                  ) -> dict[str, np.ndarray]:
-  """Images, rays and instance ids of `scene` from each `(position, rotation)` camera."""
+  """Images `[V, H, W, C]` of `scene` from each `(position, rotation)` camera.
+
+  `color_image` uint8, `instance_image` and `category_image` uint8 (C = 1),
+  `depth_image` float32 (C = 1).
+  """
   rays = [pinhole_rays(p, r, resolution, resolution, fov_deg) for p, r in cameras]
   origins = np.stack([o for o, _ in rays])
   directions = np.stack([d for _, d in rays])
-  colors, ids = trace(origins.reshape(-1, 3).astype(np.float64),
-                      directions.reshape(-1, 3).astype(np.float64), scene)
+  seen = trace(origins.reshape(-1, 3).astype(np.float64),
+               directions.reshape(-1, 3).astype(np.float64), scene)
   shape = origins.shape[:3]
   return {
-      "color_image": np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8).reshape(shape + (3,)),
-      "ray_origins": origins,
-      "ray_directions": directions,
-      "instance_image": ids.reshape(shape + (1,)),
+      "color_image": np.round(np.clip(seen["color"], 0, 1) * 255).astype(np.uint8).reshape(
+          shape + (3,)),
+      "instance_image": seen["instance"].reshape(shape + (1,)),
+      "category_image": seen["category"].reshape(shape + (1,)),
+      "depth_image": seen["depth"].astype(np.float32).reshape(shape + (1,)),
   }
 
 
 def generate_example(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str, Any]:
-  """Example `index` of `split`, exactly as stored."""
+  """Example `index` of `split`, exactly as stored (see the module docstring)."""
   rng = np.random.default_rng([config.seed, zlib.crc32(split.encode()), index])
   scene = sample_scene(rng, config)
-  views = render_views(scene, sample_cameras(rng, config), config.resolution, config.fov_deg)
-  return {**views, "scene_name": f"{split}_{index:06d}"}
+  cameras = sample_cameras(rng, config)
+  views = render_views(scene, cameras, config.resolution, config.fov_deg)
+  name = f"{split}_{index:06d}"
+  return {
+      "scene_name": name,
+      "frame_name": name,
+      "pose": {"R": np.eye(3, dtype=np.float32), "t": np.zeros(3, np.float32)},
+      "cameras": {
+          f"camera_{view}": {
+              **pinhole_camera(position, rotation, config.resolution, config.resolution,
+                               config.fov_deg),
+              **{key: images[view] for key, images in views.items()}}
+          for view, (position, rotation) in enumerate(cameras)},
+  }
+
+
+def _pose_features() -> dict[str, tfds.features.Tensor]:
+  return {"R": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+          "t": tfds.features.Tensor(shape=(3,), dtype=np.float32)}
+
+
+def _camera_features(height: int, width: int) -> dict[str, Any]:
+  vector = lambda size: tfds.features.Tensor(shape=(size,), dtype=np.float32)
+  return {
+      "intrinsics": {"image_width": np.int32, "image_height": np.int32,
+                     "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+                     "type": tfds.features.Text(),
+                     "distortion": {"radial": vector(3), "tangential": vector(2)}},
+      "extrinsics": _pose_features(),
+      "color_image": tfds.features.Image(shape=(height, width, 3)),
+      "category_image": tfds.features.LabeledImage(labels=list(CATEGORIES),
+                                                   shape=(height, width, 1)),
+      "instance_image": tfds.features.LabeledImage(labels=None, shape=(height, width, 1)),
+      "depth_image": tfds.features.Image(shape=(height, width, 1), dtype=np.float32),
+  }
 
 
 def features(num_views: int, height: int, width: int) -> tfds.features.FeaturesDict:
-  """The MultiShapeNet-style feature dict of `num_views` views of `height x width`."""
-  tensor = lambda channels, dtype: tfds.features.Tensor(  # pylint: disable=g-long-lambda
-      shape=(num_views, height, width, channels), dtype=dtype,
-      encoding=tfds.features.Encoding.ZLIB)
+  """sunds' `frames_spec` of MultiShapeNet-Hard for `num_views` cameras of `height x width`."""
   return tfds.features.FeaturesDict({
-      "color_image": tensor(3, np.uint8),
-      "ray_origins": tensor(3, np.float32),
-      "ray_directions": tensor(3, np.float32),
-      "instance_image": tensor(1, np.uint8),
       "scene_name": tfds.features.Text(),
+      "frame_name": tfds.features.Text(),
+      "pose": _pose_features(),
+      "cameras": {f"camera_{view}": _camera_features(height, width)
+                  for view in range(num_views)},
   })
 
 
 class ShapesMultiview(local_builder.LocallyGeneratedBuilder):
-  """Ray-traced multi-view scenes of spheres and boxes with exact rays and ids."""
+  """Ray-traced multi-view scenes of spheres and boxes, stored per camera like MSN-Hard."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "2.0.0": "The published MultiShapeNet-Hard layout: cameras, not rays."}
   BUILDER_CONFIGS = [ShapesMultiviewConfig(name=f"{r}x{r}", resolution=r) for r in (32, 64)]
   DEFAULT_CONFIG_NAME = "64x64"
 
