@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
                            zero_box_background=True)
   model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=0)
   model.predictor = dict(num_heads=4, qkv_size=128, mlp_size=256)
-  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
-                       strides=[2, 2], kernel_size=5, readout="dense",
+  # As SAVi-S's decoder: transposed convs, one stride-1 conv, then 1x1 readouts.
+  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 32, 32],
+                       strides=[2, 2, 1], kernel_size=5, readout="dense",
                        position_embedding="linear")
   return config

@@ -247,8 +247,8 @@ def test_transformer_block_equals_flax_attention_with_numpy_layers(pre_norm):
     return normed * np.asarray(params[name]["scale"]) + np.asarray(params[name]["bias"])
 
   def mlp(y):
-    hidden = np.maximum(y @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"], 0.0)
-    return hidden @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+    hidden = np.maximum(y @ params["mlp_hidden"]["kernel"] + params["mlp_hidden"]["bias"], 0.0)
+    return hidden @ params["mlp_output"]["kernel"] + params["mlp_output"]["bias"]
 
   if pre_norm:
     y = x + attend(layer_norm(x, "LayerNorm_0"))

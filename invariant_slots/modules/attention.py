@@ -149,8 +149,9 @@ class TransformerBlock(nn.Module):
       raise ValueError(f"Unknown activation {self.activation!r}; use one of "
                        f"{', '.join(ACTIVATIONS)}.")
     attention = MultiHeadAttention(self.num_heads, self.qkv_size, self.qkv_bias)
-    mlp = lambda y: nn.Dense(x.shape[-1])(  # pylint: disable=g-long-lambda
-        ACTIVATIONS[self.activation](nn.Dense(self.mlp_size)(y)))
+    hidden = nn.Dense(self.mlp_size, name="mlp_hidden")
+    output = nn.Dense(x.shape[-1], name="mlp_output")
+    mlp = lambda y: output(ACTIVATIONS[self.activation](hidden(y)))
     if self.pre_norm:
       y = nn.LayerNorm()(x)
       x = x + attention(y, y if context is None else context)
