@@ -17,10 +17,4 @@ from invariant_slots.lib import config_defaults
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
-  config.data = config_defaults.multi_object_data(
-      "clevr_with_masks", resolution=(128, 128), max_instances=10,
-      preprocess=["clevr_crop()", "resize(128)"])
-  config.data.max_objects = 6
-  config.model = config_defaults.slot_attention_model(num_slots=7, resolution=128)
-  return config
+  return config_defaults.clevr_config(num_slots=7, max_objects=6)

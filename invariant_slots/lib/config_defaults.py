@@ -75,6 +75,19 @@ def slot_attention_model(num_slots: int, resolution: int) -> ml_collections.Conf
   return model
 
 
+def clevr_config(num_slots: int, max_objects: int = 0) -> ml_collections.ConfigDict:
+  """Locatello et al.'s object discovery on CLEVR-with-masks, 128x128 crops.
+
+  `max_objects` > 0 keeps only scenes with at most that many objects (CLEVR6: 6).
+  """
+  config = training_defaults()
+  config.data = multi_object_data("clevr_with_masks", resolution=(128, 128), max_instances=10,
+                                  preprocess=["clevr_crop()", "resize(128)"])
+  config.data.max_objects = max_objects
+  config.model = slot_attention_model(num_slots=num_slots, resolution=128)
+  return config
+
+
 def load_config(path: str, **overrides) -> ml_collections.ConfigDict:
   """Loads `get_config()` from a config file and applies dotted-key overrides.
 
