@@ -259,7 +259,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       workdir, just_logging=jax.process_index() > 0, asynchronous=False)
   if initial_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.items()})
-  save_config(config, workdir)
   train_step = jax.jit(make_train_step(model, tx, config),
                        in_shardings=(state_sharding, data_sharding),
                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
@@ -279,6 +278,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     checkpointer.close()
     return scalars
 
+  save_config(config, workdir)  # Only now: every check has passed, and training starts.
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer)
   preemption = _Preemption()
