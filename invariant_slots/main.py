@@ -40,13 +40,14 @@ def _fail(message: str, status: int = 2) -> None:
 
 
 def _config_path(argv: list[str]) -> str | None:
-  """The value of `--config` in `argv` (`--config=PATH` or `--config PATH`)."""
+  """The value of the last `--config` in `argv` (`--config=PATH` or `--config PATH`)."""
+  path = None
   for i, arg in enumerate(argv):
     if arg.startswith(("--config=", "-config=")):
-      return arg.split("=", 1)[1]
-    if arg in ("--config", "-config") and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+      path = arg.split("=", 1)[1]
+    elif arg in ("--config", "-config") and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path
 
 
 def _describe_config_error(argv: list[str], error: Exception) -> str:

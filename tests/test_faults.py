@@ -96,6 +96,17 @@ def steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for this module's child processes: the many runs
+  of one tiny config compile each program once."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla_cache")))
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    yield
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shapes_data_dir) -> str:
   """One uninterrupted run of `SETTINGS`: checkpoints 1-4, losses of steps 1-4."""
@@ -146,8 +157,9 @@ def test_values_that_make_no_sense_are_refused_at_once(trained, shapes_data_dir,
     (["--config=configs/no_such.py"], "Config file configs/no_such.py does not exist"),
 ])
 def test_unknown_keys_and_config_files_get_one_line(tmp_path, args, message):
-  assert_one_error(run(["-m", "invariant_slots.main", f"--config={SHAPES_CONFIG}",
-                        f"--workdir={tmp_path / 'w'}", *args]), message)
+  assert_one_error(run(["-m", "invariant_slots.main", f"--workdir={tmp_path / 'w'}",
+                        *(args if args[0].startswith("--config=") else
+                          [f"--config={SHAPES_CONFIG}", *args])]), message)
 
 
 def test_zero_steps_on_an_empty_workdir_says_there_is_no_checkpoint(tmp_path, shapes_data_dir):
