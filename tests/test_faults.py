@@ -294,7 +294,8 @@ def test_kill_9_during_checkpoint_writes_resumes_with_the_same_losses(trained, s
   workdir = str(tmp_path / "killed")
   checkpoints = os.path.join(workdir, "checkpoints")
   data_state = os.path.join(workdir, DATA_STATE)
-  listing = lambda path: set(os.listdir(path)) if os.path.isdir(path) else set()  # pylint: disable=unnecessary-lambda-assignment
+  def listing(path: str) -> set[str]:
+    return set(os.listdir(path)) if os.path.isdir(path) else set()
 
   def writing(kill: int, before: set[str]) -> bool:
     """Whether kill `kill`'s moment has come: even kills strike as the data

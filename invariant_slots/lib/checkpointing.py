@@ -44,8 +44,8 @@ def shape_mismatch(saved: Any, target: Any) -> str | None:
   saved, target = leaf_shapes(saved), leaf_shapes(target)
   for key in sorted(saved.keys() | target.keys(), key=lambda k: (not k.startswith("params"), k)):
     if saved.get(key) != target.get(key):
-      describe = lambda shape: "absent" if shape is None else str(shape)  # pylint: disable=unnecessary-lambda-assignment
-      return f"{key} is {describe(saved.get(key))} in the checkpoint, {describe(target.get(key))} now"
+      old, new = (str(shapes.get(key, "absent")) for shapes in (saved, target))
+      return f"{key} is {old} in the checkpoint, {new} now"
   return None
 
 
