@@ -191,18 +191,24 @@ def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
   if not all(hasattr(model, part) for part in ("encoder", "initializer", "corrector")):
     raise ConfigError(f"analyze needs an encoder-initializer-corrector model; pipeline "
                       f"{config.get('pipeline', 'images')!r} builds {type(model).__name__}.")
-  checkpointer = checkpointing.Checkpointer(workdir, config.checkpoints_to_keep)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
-                            "train first with invariant_slots.main.")
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(checkpoint_dir):
+    raise FileNotFoundError(f"No checkpoint in {checkpoint_dir}; train first with "
+                            "invariant_slots.main.")
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
       jax.eval_shape(lambda: trainer.init_state(
           model, trainer.make_optimizer(config), pipeline.example_batch(config), config)))
-  params = checkpointer.restore(step, state).params
-  checkpointer.close()
+  try:
+    step, state = checkpointer.restore_latest(state)
+  finally:
+    checkpointer.close()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {checkpoint_dir}; train first with "
+                            "invariant_slots.main.")
+  params = state.params
 
   def corrector_inputs(module, image):
     features = module.encoder(image, train=False)

@@ -4,6 +4,7 @@ Any config key can be overridden on the command line, e.g.
 `--config.model.corrector.name=TF-Inv --config.num_train_steps=1000`.
 """
 
+import contextlib
 import logging as pylogging
 import os
 import sys
@@ -12,6 +13,11 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from invariant_slots.lib import config_defaults
+from invariant_slots.lib import validation
+from invariant_slots.lib import workdir_lock
+from invariant_slots.registry import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -26,6 +32,48 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() with its auto-detection (Cloud TPU pods, SLURM) "
     "even without --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str, status: int = 2) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def _config_path(argv: list[str]) -> str | None:
+  """The value of the last `--config` in `argv` (`--config=PATH` or `--config PATH`)."""
+  path = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(("--config=", "-config=")):
+      path = arg.split("=", 1)[1]
+    elif arg in ("--config", "-config") and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path
+
+
+def _describe_config_error(argv: list[str], error: Exception) -> str:
+  """One line for a config file that does not load or an override it lacks."""
+  path = _config_path(argv)
+  if path is None:
+    return f"Bad --config ({error})."
+  try:
+    validation.check_overrides(config_defaults.load_config(path.split(":", 1)[0]),
+                               validation.override_keys(argv))
+  except ConfigError as e:
+    return str(e)
+  return f"Bad --config {path}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag, config file or config key as one line."""
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path.split(":", 1)[0]):
+    _fail(f"Config file {path} does not exist; pass one of configs/*.py.")
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except (OSError, AttributeError, KeyError) as e:
+    _fail(_describe_config_error(argv, e))
 
 
 def _quiet_library_logs(record) -> bool:
@@ -54,21 +102,28 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  # Imported here so that TF's and JAX's start-up happens after flag parsing.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # Keep accelerators for JAX.
-  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
-  from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
-
-  pylogging.getLogger("absl").addFilter(_quiet_library_logs)
-  _initialize_distributed()
-  logging.info("Config:\n%s", _CONFIG.value)
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  # Process 0 of a multi-process job is known before start-up unless detected
+  # automatically; then the trainer takes the lock once the process index is known.
+  first_process = not _DISTRIBUTED.value and (_PROCESS_ID.value or 0) == 0
   try:
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    # Checked before the slow start-up: answers within a second.
+    validation.check_run(config, workdir)
+    with workdir_lock.hold(workdir) if first_process else contextlib.nullcontext():
+      # Imported here so that TF's and JAX's start-up happens after the checks.
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.set_visible_devices([], "GPU")  # Keep accelerators for JAX.
+      from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+
+      pylogging.getLogger("absl").addFilter(_quiet_library_logs)
+      _initialize_distributed()
+      logging.info("Config:\n%s", config)
+      trainer.train_and_evaluate(config, workdir)
   except (ConfigError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
+  except KeyboardInterrupt as e:
+    _fail(str(e) or "Interrupted during start-up; the checkpoints are unchanged.", 130)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -20,6 +20,12 @@ with one frame per input frame for a video):
                     [frames, num_slots, H, W]`
 
 Inputs of another size are resized to `config.data.resolution` with a warning.
+Any PIL image mode is read as RGB: 16-bit grayscale ("I;16", "I") from its
+full range [0, 65535], palette and CMYK through PIL's conversion, and images
+with transparency (RGBA, LA, PA, palette with transparency) composited over
+`--alpha_background` (black by default, like the backgrounds of the synthetic
+training data; or white). Modes without one RGB reading (floating point
+"F", integers beyond 16 bits) are refused with one line.
 """
 
 import colorsys
@@ -41,6 +47,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".gif",)
 _FRAMES_PER_BATCH = 8
 _GIF_FRAME_MS = 200
+ALPHA_BACKGROUNDS = {"black": (0, 0, 0), "white": (255, 255, 255)}
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 # Flags exist only when run as a command, so that the module can be imported
 # next to the other commands (tests do).
@@ -48,6 +56,9 @@ if __name__ == "__main__":
   _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
   _INPUT = flags.DEFINE_multi_string("input", None, "Image, GIF or folder of frames; repeatable.")
   _OUTPUT = flags.DEFINE_string("output", None, "Directory for the outputs.")
+  _ALPHA_BACKGROUND = flags.DEFINE_enum(
+      "alpha_background", "black", list(ALPHA_BACKGROUNDS),
+      "Colour that transparent input pixels are composited over.")
 
 
 def load_run_config(workdir: str):
@@ -56,8 +67,11 @@ def load_run_config(workdir: str):
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise ConfigError(f"No config.json in {workdir}; pass the --workdir of a training run.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except ValueError as e:
+    raise ConfigError(f"{path} is damaged ({e}); restore it from a copy of the run.") from None
 
 
 def _open_image(path: str) -> Image.Image:
@@ -69,8 +83,36 @@ def _open_image(path: str) -> Image.Image:
   return image
 
 
-def read_frames(path: str) -> tuple[np.ndarray, bool]:
+def to_rgb(image: Image.Image, name: str, background: str = "black") -> np.ndarray:
+  """A PIL image of any mode as uint8 `[H, W, 3]` (see the module docstring).
+
+  Raises:
+    ConfigError: a mode without one RGB reading.
+  """
+  mode = image.mode
+  if mode.startswith("I"):  # "I;16", "I;16B", ... and 32-bit "I".
+    values = np.asarray(image).astype(np.int64)
+    if values.min() < 0 or values.max() > 65535:
+      raise ConfigError(f"{name} is a 32-bit integer image with values outside [0, 65535]; "
+                        "save it as an 8- or 16-bit PNG.")
+    gray = np.round(values / 257.0).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+  if mode == "F":
+    raise ConfigError(f"{name} is a floating-point image, whose range is ambiguous; save it "
+                      "as an 8- or 16-bit PNG.")
+  if mode in _ALPHA_MODES or "transparency" in image.info:
+    base = Image.new("RGBA", image.size, ALPHA_BACKGROUNDS[background] + (255,))
+    return np.asarray(Image.alpha_composite(base, image.convert("RGBA")).convert("RGB"))
+  try:
+    return np.asarray(image.convert("RGB"))
+  except ValueError as e:
+    raise ConfigError(f"Cannot read {name} (PIL mode {mode}) as RGB: {e}.") from None
+
+
+def read_frames(path: str, background: str = "black") -> tuple[np.ndarray, bool]:
   """Reads an input as uint8 `[frames, H, W, 3]` and whether it is a video.
+
+  Transparent pixels are composited over `background` ("black" or "white").
 
   Raises:
     ConfigError: the path is missing, unreadable or of an unsupported kind.
@@ -79,11 +121,13 @@ def read_frames(path: str) -> tuple[np.ndarray, bool]:
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
     if not names:
       raise ConfigError(f"Folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} frames.")
-    frames = [_open_image(os.path.join(path, n)).convert("RGB") for n in names]
-    sizes = {frame.size for frame in frames}
+    frames = [to_rgb(_open_image(os.path.join(path, n)), os.path.join(path, n), background)
+              for n in names]
+    sizes = {frame.shape for frame in frames}
     if len(sizes) > 1:
-      raise ConfigError(f"Frames in {path} differ in size: {sorted(sizes)}.")
-    return np.stack([np.asarray(f) for f in frames]), True
+      raise ConfigError(f"Frames in {path} differ in size: "
+                        f"{sorted((w, h) for h, w, _ in sizes)}.")
+    return np.stack(frames), True
   if not os.path.isfile(path):
     raise ConfigError(f"Input {path} does not exist.")
   suffix = os.path.splitext(path)[1].lower()
@@ -92,9 +136,9 @@ def read_frames(path: str) -> tuple[np.ndarray, bool]:
                       "or a folder of frames.")
   image = _open_image(path)
   if suffix in VIDEO_SUFFIXES:
-    frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+    frames = [to_rgb(frame, path, background) for frame in ImageSequence.Iterator(image)]
     return np.stack(frames), True
-  return np.asarray(image.convert("RGB"))[None], False
+  return to_rgb(image, path, background)[None], False
 
 
 def fit_resolution(frames: np.ndarray, resolution: Sequence[int], name: str) -> np.ndarray:
@@ -174,20 +218,19 @@ class Predictor:
     if pipeline_name != "images":
       raise ConfigError(f"predict supports runs of the 'images' pipeline; {workdir} is a "
                         f"{pipeline_name!r} run.")
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-      raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
-    checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=1)
-    step = checkpointer.latest_step()
-    if step is None:
-      checkpointer.close()
-      raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     pipeline = pipelines.get_pipeline(self.config)
     self.model = pipeline.build_model(self.config)
     state = jax.jit(lambda: trainer.init_state(
         self.model, trainer.make_optimizer(self.config), pipeline.example_batch(self.config),
         self.config))()
-    self.params = checkpointer.restore(step, state).params
-    checkpointer.close()
+    try:
+      step, state = checkpointer.restore_latest(state)
+    finally:
+      checkpointer.close()
+    if step is None:
+      raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
+    self.params = state.params
     self.step = step
     rng = jax.random.PRNGKey(self.config.seed + 1)
     self._apply = jax.jit(lambda params, image: self.model.apply(
@@ -241,10 +284,17 @@ def predict_input(predictor: Predictor, path: str, raw: np.ndarray, video: bool,
 
 
 def run(workdir: str, inputs: Sequence[str], output_dir: str,
-        predictor: Predictor | None = None) -> list[str]:
+        predictor: Predictor | None = None, background: str = "black") -> list[str]:
   """Predicts every input with the run in `workdir` (or an already loaded
   `predictor` of it); returns the written paths."""
-  loaded = [(path, *read_frames(path)) for path in inputs]  # Fail before the slow model load.
+  # Fail before the slow model load.
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ConfigError(f"--output {output_dir} is a file; pass a directory.")
+  loaded = [(path, *read_frames(path, background)) for path in inputs]
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"Cannot create --output {output_dir} ({e.strerror}).") from None
   predictor = predictor or Predictor(workdir)
   written = []
   for path, raw, video in loaded:
@@ -257,7 +307,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
-    written = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value)
+    written = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value,
+                  background=_ALPHA_BACKGROUND.value)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -104,12 +104,16 @@ def main(argv):
     model = pipeline.build_model(config)
     state = jax.jit(lambda: trainer.init_state(model, trainer.make_optimizer(config),
                                                pipeline.example_batch(config), config))()
-    checkpointer = checkpointing.Checkpointer(_WORKDIR.value, config.checkpoints_to_keep)
-    step = _STEP.value if _STEP.value is not None else checkpointer.latest_step()
+    checkpointer = checkpointing.Checkpointer(_WORKDIR.value, read_only=True)
+    try:
+      if _STEP.value is None:
+        step, state = checkpointer.restore_latest(state)
+      else:
+        step, state = _STEP.value, checkpointer.restore(_STEP.value, state)
+    finally:
+      checkpointer.close()
     if step is None:
       raise ConfigError(f"No checkpoint in {_WORKDIR.value}; train first.")
-    state = checkpointer.restore(step, state)
-    checkpointer.close()
     dataset, size = input_pipeline.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
     if not 0 <= _SCENE.value < size:
       raise ConfigError(f"--scene={_SCENE.value} is outside the {size} eval scenes.")

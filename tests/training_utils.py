@@ -43,11 +43,16 @@ def tiny_flags(data_dir: str, **overrides) -> list[str]:
 
 def run_main(flags: list[str], num_devices: int = 1, **kwargs) -> subprocess.CompletedProcess:
   """Runs `python -m invariant_slots.main` with `num_devices` forced CPU devices."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
   return subprocess.run([sys.executable, "-m", "invariant_slots.main", *flags], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=600, check=False,
-                        **kwargs)
+                        env=child_env(num_devices), capture_output=True, text=True,
+                        timeout=600, check=False, **kwargs)
+
+
+def child_env(num_devices: int = 1) -> dict[str, str]:
+  """The environment of a child process: this checkout's package, `num_devices` CPU devices."""
+  path = os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+  return dict(os.environ, PYTHONPATH=path, JAX_PLATFORMS="cpu",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
 
 
 def read_scalars(workdir: str, tag: str) -> dict[int, float]:

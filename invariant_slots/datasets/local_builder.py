@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 
 class LocallyGeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -19,11 +20,22 @@ class LocallyGeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
     raise NotImplementedError
 
   def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
-    """Generates the data locally; never tries to fetch it from GCS."""
+    """Generates the data locally; never tries to fetch it from GCS.
+
+    TFDS writes into a temporary folder and renames it into place. When two
+    processes generate the same data at once, the second rename fails; that
+    process then uses the first one's result, which is identical.
+    """
     download_config = dataclasses.replace(
         download_config or tfds.download.DownloadConfig(), try_download_gcs=False)
-    super().download_and_prepare(download_dir=download_dir, download_config=download_config,
-                                 **kwargs)
+    try:
+      super().download_and_prepare(download_dir=download_dir, download_config=download_config,
+                                   **kwargs)
+    except OSError:
+      if not self.is_prepared():
+        raise
+      logging.info("Another process generated %s first; using its data.", self.data_dir)
+      self.info.read_from_directory(self.data_dir)
 
   def _split_generators(self, dl_manager):
     """Train and validation splits; nothing is downloaded."""

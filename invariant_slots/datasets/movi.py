@@ -52,6 +52,8 @@ from invariant_slots.datasets import shapes
 from invariant_slots.registry import ConfigError
 
 UINT16_MAX = 65535
+# Where the published MOVi datasets live (TFDS format, one folder per dataset).
+MOVI_GCS_DIR = "gs://kubric-public/tfds"
 # Kubric's MOVi-C asset categories (instances/category).
 CATEGORIES: tuple[str, ...] = (
     "Action Figures", "Bag", "Board Games", "Bottles and Cans and Cups", "Camera",
@@ -492,8 +494,9 @@ def movi_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   except (tfds.core.registered.DatasetNotFoundError, FileNotFoundError,
           tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
     raise ConfigError(f"MOVi dataset {name} not found in {data_dir} ({type(e).__name__}); "
-                      "set data.data_dir to a directory holding it, or train on the "
-                      "synthetic videos of configs/shapes_video.py.") from None
+                      f"it is published at {MOVI_GCS_DIR} (copy it with gsutil -m cp -r "
+                      f"{MOVI_GCS_DIR}/{name.split('/')[0]} DIR, or point data.data_dir there); "
+                      "or train on the synthetic videos of configs/shapes_video.py.") from None
   return builder
 
 

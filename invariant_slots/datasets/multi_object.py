@@ -306,6 +306,42 @@ def _decode(record: tf.Tensor, spec: DatasetSpec,
   return out
 
 
+def find_damage(name: str, path: str) -> tuple[str, int, str] | None:
+  """The first unreadable record of the files matching `path`.
+
+  Returns:
+    `(file, record index, reason)`, or None if every record reads and parses.
+  """
+  spec = get_spec(name)
+  description = feature_description(name)
+  for file in _resolve_files(spec, path):
+    records = iter(tf.data.TFRecordDataset(file, compression_type=COMPRESSION_TYPE))
+    index = 0
+    while True:
+      try:
+        record = next(records)
+        tf.io.parse_single_example(record, description)
+      except StopIteration:
+        break
+      except tf.errors.OpError as e:
+        return file, index, f"{type(e).__name__}: {e.message.strip().splitlines()[0][:200]}"
+      index += 1
+  return None
+
+
+def describe_damage(name: str, path: str, reason: str) -> str:
+  """One line naming the damaged file and record of `path`, and where the data comes from."""
+  spec = get_spec(name)
+  damage = find_damage(name, path)
+  if damage is None:
+    where = f"{path} ({reason})"
+  else:
+    file, index, reason = damage
+    where = f"{file}: record {index} is unreadable ({reason})"
+  return (f"Damaged {spec.name} TFRecord data: {where}. The file is a GZIP TFRecord "
+          f"published at {spec.gcs_path}; fetch it again with gsutil cp.")
+
+
 def load(name: str,
          path: str,
          *,

@@ -1,5 +1,6 @@
 """tf.data input pipelines: each process reads its own shard of the data."""
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -62,6 +63,25 @@ def _load_multi_object(data: ml_collections.ConfigDict, train: bool, num_shards:
   num_eval = data.num_eval_examples
   dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
   return dataset.shard(num_shards, shard), num_eval
+
+
+def describe_data_error(data: ml_collections.ConfigDict, error: Exception) -> str:
+  """One line for a failure to read `data`: which file and record, and where the data comes from."""
+  reason = str(getattr(error, "message", error)).strip().splitlines()[0][:200]
+  if data.source == "multi_object":
+    return multi_object.describe_damage(data.name, os.path.expanduser(data.path), reason)
+  where = data.get("data_dir") or "the TFDS data directory (~/tensorflow_datasets)"
+  return (f"Cannot read the {data.source} data in {where} ({type(error).__name__}: {reason}); "
+          "delete the prepared dataset there to generate or download it again.")
+
+
+@contextlib.contextmanager
+def naming_data_errors(config: ml_collections.ConfigDict) -> Iterator[None]:
+  """Turns a failure to read the data in the block into a one-line `ConfigError`."""
+  try:
+    yield
+  except tf.errors.OpError as e:
+    raise ConfigError(describe_data_error(config.data, e)) from None
 
 
 def _load_split(data: ml_collections.ConfigDict, train: bool, num_shards: int,

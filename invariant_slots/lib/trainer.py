@@ -1,7 +1,10 @@
 """The training loop shared by all pipelines: one jitted step over a device mesh."""
 
+import contextlib
 import functools
+import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -23,6 +26,8 @@ from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
+from invariant_slots.lib import validation
+from invariant_slots.lib import workdir_lock
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
@@ -110,6 +115,19 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+def make_loss_fn(model, config: ml_collections.ConfigDict):
+  """`loss_fn(params, batch, rng) -> mean training loss`, computed in `config.dtype`."""
+  dtype = compute_dtype(config)
+
+  def loss_fn(params, batch: dict[str, Array], rng: Array) -> Array:
+    outputs = model.apply({"params": cast_floating(params, dtype)},
+                          cast_floating(batch, dtype), train=True, rngs={"slots": rng})
+    outputs = cast_floating(outputs, jnp.float32)
+    return jnp.mean(losses.per_example_loss(config.losses, outputs, batch))
+
+  return loss_fn
+
+
 def make_train_step(model, tx, config: ml_collections.ConfigDict):
   """`train_step(state, batch) -> (state, TrainMetrics)`.
 
@@ -118,18 +136,11 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict):
   gradients, optimizer state and the loss stay in float32.
   """
   schedule = learning_rate_schedule(config)
-  dtype = compute_dtype(config)
+  loss_fn = make_loss_fn(model, config)
 
   def train_step(state: TrainState, batch: dict[str, Array]):
     rng = jax.random.fold_in(state.rng, state.step)
-
-    def loss_fn(params):
-      outputs = model.apply({"params": cast_floating(params, dtype)},
-                            cast_floating(batch, dtype), train=True, rngs={"slots": rng})
-      outputs = cast_floating(outputs, jnp.float32)
-      return jnp.mean(losses.per_example_loss(config.losses, outputs, batch))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -140,28 +151,71 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict):
   return train_step
 
 
+def make_state_check(model, config: ml_collections.ConfigDict):
+  """`state_check(state, batch) -> bool`: whether `state` is fit to be saved.
+
+  True when its parameters and optimizer state are finite and so is the loss of
+  its parameters on `batch`: a diverged update can leave huge but finite
+  parameters whose next loss is already NaN.
+  """
+  loss_fn = make_loss_fn(model, config)
+
+  def state_check(state: TrainState, batch: dict[str, Array]) -> Array:
+    leaves = [x for x in jax.tree.leaves((state.params, state.opt_state))
+              if jnp.issubdtype(x.dtype, jnp.floating)]
+    loss = loss_fn(state.params, batch, jax.random.fold_in(state.rng, state.step))
+    return jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+  return state_check
+
+
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step."""
+  """Turns SIGTERM and a first SIGINT (Ctrl-C) into a flag the loop checks after
+  each step; a second SIGINT exits at once (status 130), without checkpointing."""
 
   def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.signal: int | None = None
+    self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: checkpointing after the current step.")
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.signal is not None:
+      print("error: Interrupted again; exiting at once. The last checkpoint is kept.",
+            file=sys.stderr, flush=True)
+      os._exit(130)  # pylint: disable=protected-access
+    logging.warning("%s received: checkpointing after the current step%s.",
+                    signal.Signals(signum).name,
+                    "; press Ctrl-C again to exit at once" if signum == signal.SIGINT else "")
+    self.signal = signum
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+  """Trains `config` in `workdir`, resuming from its latest readable checkpoint.
+
+  Process 0 holds the workdir's lock throughout.
 
   Returns:
     The scalars of the last evaluation.
+
+  Raises:
+    ConfigError: a bad config or workdir, a checkpoint that does not fit the
+      config, or unreadable data.
+    FloatingPointError: the training diverged; the last good checkpoint is kept.
+    KeyboardInterrupt: after checkpointing on a SIGINT (Ctrl-C).
   """
+  validation.check_run(config, workdir)
+  lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """`train_and_evaluate` under the workdir lock."""
+  changes = validation.config_changes(config, workdir)
   mesh = make_mesh(config)
   data_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -172,15 +226,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_iter = iter(datasets.train)
 
   init = functools.partial(init_state, model, tx, pipeline.example_batch(config), config)
-  state_sharding = state_shardings(jax.eval_shape(init), mesh,
+  abstract_state = jax.eval_shape(init)
+  state_sharding = state_shardings(abstract_state, mesh,
                                    config.get("mesh", {}).get("fsdp_min_size", 2**16))
-  state = jax.jit(init, out_shardings=state_sharding)()
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoints_to_keep)
-  latest = checkpointer.latest_step()
+  new_data_order = validation.changes_data_order(changes)
+  try:
+    latest, state = checkpointer.restore_latest(
+        jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                     abstract_state, state_sharding),
+        None if new_data_order else train_iter)
+  except ConfigError as e:
+    checkpointer.close()
+    if not changes:
+      raise
+    raise ConfigError(f"{e} Changed since the checkpoint: {', '.join(map(str, changes))}; "
+                      "set these back, or train in another --workdir.") from None
+  validation.check_steps(config, latest, workdir)
   if latest is not None:
     logging.info("Resuming from the checkpoint at step %d.", latest)
-    state = checkpointer.restore(latest, state, train_iter)
+    if changes:
+      logging.warning("Resuming with a changed config (%s); the checkpoint fits it.%s",
+                      ", ".join(map(str, changes)),
+                      " The data position is not restored, so only the data order changes."
+                      if new_data_order else "")
   else:
+    state = jax.jit(init, out_shardings=state_sharding)()
     parameter_overview.log_parameter_overview(state.params)
   initial_step = int(state.step)
 
@@ -188,23 +259,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       workdir, just_logging=jax.process_index() > 0, asynchronous=False)
   if initial_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.items()})
-  save_config(config, workdir)
   train_step = jax.jit(make_train_step(model, tx, config),
                        in_shardings=(state_sharding, data_sharding),
                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  state_check = jax.jit(make_state_check(model, config),
+                        in_shardings=(state_sharding, data_sharding), out_shardings=replicated)
   eval_step = jax.jit(pipeline.make_eval_step(model, config),
                       in_shardings=(state_sharding.params, data_sharding, replicated))
 
   def run_eval(state: TrainState, step: int) -> dict[str, float]:
-    return evaluator.evaluate(state.params, pipeline, eval_step, datasets, config,
-                              data_sharding, writer, step)
+    with input_pipeline.naming_data_errors(config):
+      return evaluator.evaluate(state.params, pipeline, eval_step, datasets, config,
+                                data_sharding, writer, step)
 
-  if config.num_train_steps == 0:
+  if config.num_train_steps in (0, initial_step):
     scalars = run_eval(state=state, step=initial_step)
     _print_eval(initial_step, scalars)
     checkpointer.close()
     return scalars
 
+  save_config(config, workdir)  # Only now: every check has passed, and training starts.
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer)
   preemption = _Preemption()
@@ -214,14 +288,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start = time.time()
   try:
     while step < config.num_train_steps:
-      batch = evaluator.global_batch(next(train_iter), data_sharding)
+      with input_pipeline.naming_data_errors(config):
+        batch = evaluator.global_batch(next(train_iter), data_sharding)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, step_metrics = train_step(state, batch)
       step += 1
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       report(step, time.time())
       last = step == config.num_train_steps
-      stop = preemption.requested  # Read once: the signal may arrive at any time.
+      stop = preemption.signal  # Read once: the signal may arrive at any time.
       save = step % config.checkpoint_every_steps == 0 or last or stop
       if step % config.log_loss_every_steps == 0 or save:
         values = {f"train/{k}": float(v) for k, v in train_metrics.compute().items()}
@@ -234,7 +309,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write_scalars(step, values)
           train_metrics = None
       if save:
+        if not state_check(state, batch):
+          raise FloatingPointError(
+              f"The state after step {step} has non-finite parameters, optimizer state or "
+              f"loss, so it is not saved; the last good checkpoint (step "
+              f"{checkpointer.latest_step()}) is kept. Lower learning_rate or set max_grad_norm.")
         checkpointer.save(step, state, train_iter)
+      if stop == signal.SIGINT:
+        raise KeyboardInterrupt(f"Interrupted; step {step} is checkpointed. Run the same "
+                                "command to resume.")
       if stop:
         logging.warning("Checkpointed step %d after SIGTERM; exiting.", step)
         break
@@ -259,7 +342,12 @@ def _print_eval(step: int, scalars: dict[str, float], elapsed: float | None = No
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes `workdir/config.json` (process 0), which `invariant_slots.predict` loads."""
+  """Writes `workdir/config.json` (process 0), which `invariant_slots.predict` loads.
+
+  Written to a temporary file first, then renamed, so a kill never leaves half a file.
+  """
   if jax.process_index() == 0:
-    with open(f"{workdir}/config.json", "w") as f:
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w") as f:
       f.write(config.to_json(indent=2))
+    os.replace(path + ".tmp", path)
