@@ -55,12 +55,13 @@ def get_config() -> ml_collections.ConfigDict:
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
                        mlp_size=64, position_embedding="linear")
+  # A learned background vector: the zero box's slot starts at exactly 0
+  # (the box MLP's biases start at 0), too slow a start for this budget.
   model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True,
-                           zero_box_background=True)
+                           zero_box_background=False)
   model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=0)
   model.predictor = dict(num_heads=4, qkv_size=128, mlp_size=256)
-  # As SAVi-S's decoder: transposed convs, one stride-1 conv, then 1x1 readouts.
-  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 32, 32],
-                       strides=[2, 2, 1], kernel_size=5, readout="dense",
+  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
+                       strides=[2, 2], kernel_size=5, readout="dense",
                        position_embedding="linear")
   return config
