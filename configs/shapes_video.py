@@ -4,8 +4,7 @@
 
 32x32 videos of 24 frames with 2-3 2D shapes in 6 distinct hues that bounce
 off the borders and off each other (they never overlap), box-conditioned
-slots (3 objects plus background). The network has SAVi-S's structure at CPU
-widths (docs/fidelity.md). Targets are the RGB frames and optical
+slots (3 objects plus background). Targets are the RGB frames and optical
 flow: the flat-coloured shapes are told apart fastest by their
 colour. (SAVi++'s depth target is left out here: each synthetic object's
 depth is drawn at random and cannot be read from its pixels; the MOVi
@@ -47,21 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.preprocess_train, data.preprocess_eval = video.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
-  # The structures of SAVi-S and SAVi++ at CPU widths (docs/fidelity.md):
-  # linear position grids, zero-box background slot, SA with a wider qkv and
-  # no MLP, post-LN predictor, 1x1 readouts. The encoder is SAVi-S's small
-  # CNN with its MLP head, not SAVi++'s ResNet-34 and Transformer head.
   model = config.model
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
-                       mlp_size=64, position_embedding="linear")
-  # A learned background vector: the zero box's slot starts at exactly 0
-  # (the box MLP's biases start at 0), too slow a start for this budget.
-  model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True,
-                           zero_box_background=False)
-  model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=0)
-  model.predictor = dict(num_heads=4, qkv_size=128, mlp_size=256)
+                       mlp_size=64)
+  model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True)
+  model.corrector = dict(name="SA", num_iterations=1, mlp_size=128)
+  model.predictor = dict(num_heads=4, mlp_size=128)
   model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
-                       strides=[2, 2], kernel_size=5, readout="dense",
-                       position_embedding="linear")
+                       strides=[2, 2], kernel_size=5)
   return config

@@ -103,7 +103,7 @@ def encoder_head(features: Array, mlp_size: int, output_size: int, position_embe
   if transformer:
     return TransformerHead(mlp_size, position_embedding=position_embedding, name="head",
                            **transformer)(features)
-  return FeatureHead(mlp_size, output_size, position_embedding, name="head")(features)
+  return FeatureHead(mlp_size, output_size, position_embedding)(features)
 
 
 @ENCODERS.register("CNN")
