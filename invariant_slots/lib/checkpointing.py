@@ -12,8 +12,10 @@ the next older one, with a warning, and (when writing) moves the unreadable
 one to `workdir/checkpoints_unreadable/<step>`.
 """
 
+import logging as pylogging
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -52,6 +54,49 @@ def shape_mismatch(saved: Any, target: Any) -> str | None:
 def _first_line(error: Exception) -> str:
   text = str(error).strip().splitlines()
   return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+# What a failed orbax read leaves behind once its error has been raised: the
+# other shards' reads fail the same way, and tensorstore's late callbacks find
+# orbax's event loop closed.
+_FAILED_READ = "Encountered error while reading array index"
+_CLOSED_LOOP = "Event loop is closed"
+
+
+def _is_failed_read_echo(error: BaseException | None) -> bool:
+  while error is not None:
+    if _FAILED_READ in str(error) or (isinstance(error, RuntimeError) and
+                                       str(error) == _CLOSED_LOOP):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _drop_failed_read_records(record: pylogging.LogRecord) -> bool:
+  """Logging filter: False for a record carrying an echo of a failed read."""
+  return not (record.exc_info and _is_failed_read_echo(record.exc_info[1]))
+
+
+def silence_failed_read_echoes() -> None:
+  """Keeps the echoes of a failed checkpoint read out of the log (idempotent).
+
+  The error itself is reported in one line (`restore`, `restore_latest`); its
+  echoes would add tracebacks per array shard, some after orbax has returned.
+  """
+  for name in ("asyncio", "absl", ""):
+    logger = pylogging.getLogger(name)
+    if _drop_failed_read_records not in logger.filters:
+      logger.addFilter(_drop_failed_read_records)
+  previous_hook = sys.unraisablehook
+  if getattr(previous_hook, "drops_failed_read_echoes", False):
+    return
+
+  def hook(unraisable) -> None:
+    if not _is_failed_read_echo(unraisable.exc_value):
+      previous_hook(unraisable)
+
+  hook.drops_failed_read_echoes = True
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -134,6 +179,7 @@ class Checkpointer:
                         f"({_first_line(e)}).") from None
 
   def _restore(self, step: int, abstract_state: Any, iterator) -> Any:
+    silence_failed_read_echoes()
     metadata = self.manager.item_metadata(step)
     if metadata is None:
       raise FileNotFoundError(f"no metadata in {self._directory}/{step}")
