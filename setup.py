@@ -25,6 +25,6 @@ setuptools.setup(
         "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.
     ],
     # The tests also check the plots of `invariant_slots.analyze`.
-    extras_require={"test": ["pytest", "scikit-learn", "matplotlib"], "plots": ["matplotlib"],
+    extras_require={"test": ["pytest", "pytest-xdist", "scikit-learn", "matplotlib"], "plots": ["matplotlib"],
                     "bench": ["torch"]},
 )
