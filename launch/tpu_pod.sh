@@ -27,7 +27,9 @@ if [[ -z "$name" || -z "$zone" || -z "$type" || $# -lt 2 ]]; then
 fi
 config=$1 workdir=$2
 shift 2
-overrides=$(printf ' %q' "$@")
+overrides=""
+# printf of no arguments would still print one quoted empty word.
+if (($#)); then overrides=$(printf ' %q' "$@"); fi
 
 run() {
   if ((dry_run)); then
