@@ -8,6 +8,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tests.conftest import corrector_params
@@ -536,3 +537,25 @@ def test_training_and_render_command_write_their_outputs(multiview_data_dir, tmp
   from PIL import Image  # pylint: disable=g-import-not-at-top
   assert Image.open(frames / "frame_000.png").size == (2 * 16 * 2, 16 * 2)
   assert Image.open(frames / "orbit.gif").n_frames == 3
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+  rng = np.random.default_rng(0)
+  views = lambda: jnp.asarray(rng.uniform(size=(4, 2, 8, 8, 3)), jnp.float32)
+  rays = lambda: jnp.asarray(rng.uniform(size=(4, 12, 3)), jnp.float32)
+  batch = {"input_image": views(), "input_origins": views(), "input_directions": views(),
+           "target_origins": rays(), "target_directions": rays(), "target_color": rays()}
+  updates = []
+  for accum in (1, 4):
+    config = tiny_config("/unused", **{"batch_size": 4, "grad_accum_steps": accum,
+                                       "model.encoder.features": []})
+    model = pipelines.get_pipeline(config).build_model(config)
+    key = jax.random.PRNGKey(0)
+    params = model.init({"params": key, "slots": key}, batch)["params"]
+    tx = optax.sgd(1.0)
+    state = trainer.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
+                               rng=key)
+    new_state, _ = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
+    updates.append(jax.tree.map(lambda a, b: np.asarray(a - b), new_state.params, params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), *updates)
+  assert max(np.abs(u).max() for u in jax.tree.leaves(updates[0])) > 0

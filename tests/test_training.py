@@ -7,10 +7,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from invariant_slots import pipelines
 from invariant_slots.lib import trainer
+from invariant_slots.lib import validation
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.registry import ConfigError
 from tests.training_utils import REPO, read_scalars, run_main, tiny_config, tiny_flags
@@ -147,3 +149,39 @@ def test_unknown_dtype_is_a_config_error(shapes_data_dir):
   config = tiny_config(shapes_data_dir, dtype="int8")
   with pytest.raises(ConfigError, match="dtype must be float32, bfloat16"):
     trainer.make_train_step(None, None, config)
+
+
+def _sgd_step(config, batch):
+  """Parameters after one plain SGD step (lr 1) and the step's metrics."""
+  pipeline = pipelines.get_pipeline(config)
+  model = pipeline.build_model(config)
+  tx = optax.sgd(1.0)
+  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+  new_state, step_metrics = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
+  return state.params, new_state.params, step_metrics.compute()
+
+
+def test_gradient_accumulation_equals_the_full_batch(shapes_data_dir):
+  batch = {"image": np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)}
+  results = [_sgd_step(tiny_config(shapes_data_dir, batch_size=16, grad_accum_steps=accum), batch)
+             for accum in (1, 4)]
+  (before, full, full_metrics), (_, accumulated, accumulated_metrics) = results
+  np.testing.assert_allclose(accumulated_metrics["loss"], full_metrics["loss"], rtol=1e-5)
+  np.testing.assert_allclose(accumulated_metrics["grad_norm"], full_metrics["grad_norm"],
+                             rtol=1e-4)
+  steps = lambda after: jax.tree.map(lambda a, b: np.asarray(a - b), after, before)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6),
+               steps(accumulated), steps(full))
+  assert full_metrics["grad_norm"] > 0
+
+
+def test_micro_batches_take_every_kth_row():
+  batch = {"x": np.arange(12).reshape(6, 2)}
+  micro = trainer.micro_batches(batch, 3)["x"]
+  np.testing.assert_array_equal(micro[:, :, 0], [[0, 6], [2, 8], [4, 10]])
+
+
+def test_a_batch_that_grad_accum_steps_does_not_divide_is_refused(shapes_data_dir):
+  config = tiny_config(shapes_data_dir, batch_size=10, grad_accum_steps=4)
+  with pytest.raises(ConfigError, match="batch_size 10 is not divisible by grad_accum_steps 4"):
+    validation.check_values(config)

@@ -14,6 +14,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   # optimizer state and the loss stay float32.
   config.dtype = "float32"
   config.batch_size = 64
+  # > 1 splits each global batch into this many micro-batches inside the
+  # train step and averages their gradients (same data order, less memory).
+  config.grad_accum_steps = 1
   config.num_train_steps = 500_000
   config.learning_rate = 4e-4
   config.lr_schedule = "exponential"  # cosine | exponential | constant

@@ -128,19 +128,49 @@ def make_loss_fn(model, config: ml_collections.ConfigDict):
   return loss_fn
 
 
+def micro_batches(batch: dict[str, Array], num: int) -> dict[str, Array]:
+  """`[batch, ...]` leaves -> `[num, batch // num, ...]`.
+
+  Micro-batch `i` holds rows `i, i + num, i + 2 num, ...`, so that every
+  device's contiguous shard of the batch feeds every micro-batch equally.
+  """
+  def split(x: Array) -> Array:
+    return jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
 def make_train_step(model, tx, config: ml_collections.ConfigDict):
   """`train_step(state, batch) -> (state, TrainMetrics)`.
 
   With `config.dtype` = "bfloat16" (or "float16") the forward and backward pass
   run in that dtype on a cast copy of the parameters and inputs; parameters,
-  gradients, optimizer state and the loss stay in float32.
+  gradients, optimizer state and the loss stay in float32. With
+  `config.grad_accum_steps` = k > 1 the gradient is the mean of k micro-batch
+  gradients (`micro_batches`, scanned one after another), each with its own
+  random key; for a model without random draws it equals the full batch's.
   """
   schedule = learning_rate_schedule(config)
   loss_fn = make_loss_fn(model, config)
+  num_micro = config.get("grad_accum_steps", 1)
+
+  def loss_and_grads(params, batch: dict[str, Array], rng: Array):
+    if num_micro == 1:
+      return jax.value_and_grad(loss_fn)(params, batch, rng)
+
+    def accumulate(total, micro):
+      index, micro_batch = micro
+      value = jax.value_and_grad(loss_fn)(params, micro_batch, jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, total, value), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(accumulate, zeros,
+                            (jnp.arange(num_micro), micro_batches(batch, num_micro)))
+    return jax.tree.map(lambda x: x / num_micro, total)
 
   def train_step(state: TrainState, batch: dict[str, Array]):
     rng = jax.random.fold_in(state.rng, state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+    loss, grads = loss_and_grads(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)

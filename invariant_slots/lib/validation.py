@@ -25,6 +25,7 @@ RANGES: tuple[tuple[str, str, float], ...] = (
     ("learning_rate", ">", 0),
     ("num_train_steps", ">=", 0),
     ("batch_size", ">=", 1),
+    ("grad_accum_steps", ">=", 1),
     ("warmup_steps", ">=", 0),
     ("lr_decay_steps", ">=", 1),
     ("lr_decay_rate", ">", 0),
@@ -81,6 +82,10 @@ def check_values(config: ml_collections.ConfigDict) -> None:
         problems.append(f"{key} must be a number, got {value!r}")
       elif not _COMPARE[comparison](value, bound):
         problems.append(f"{key} must be {comparison} {bound}, got {value}")
+  accum = config.get("grad_accum_steps", 1)
+  if not problems and config.get("batch_size") and accum > 1 and config.batch_size % accum:
+    problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum_steps "
+                    f"{accum}; pick a divisor of it")
   if problems:
     raise ConfigError("Invalid config: " + "; ".join(problems) + ".")
 
