@@ -22,19 +22,25 @@ from tests.training_utils import REPO, TINY
 
 NUM_TASKS = 2
 
+def _tasks(command: str) -> str:
+  """Bash lines that run `command` once per task (`$i`) in the background, then
+  exit with the first failure's status."""
+  return f"""pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  {command}
+  pids+=($!)
+done
+status=0
+for pid in "${{pids[@]}}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+
+
 SRUN = """#!/usr/bin/env bash
 # srun stand-in: SLURM_NTASKS tasks of the command on this machine.
 while [[ $1 == --* ]]; do shift; done
 echo "srun $*" >> "$SHIM_LOG"
-pids=()
-for ((i = 0; i < SLURM_NTASKS; i++)); do
-  SLURM_PROCID=$i SLURM_LOCALID=$i "$@" > "$SHIM_LOG.task$i" 2>&1 &
-  pids+=($!)
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-exit $status
-"""
+""" + _tasks('SLURM_PROCID=$i SLURM_LOCALID=$i "$@" > "$SHIM_LOG.task$i" 2>&1 &')
 
 GCLOUD = """#!/usr/bin/env bash
 # gcloud stand-in: no slice exists, create succeeds, ssh --worker=all runs the
@@ -51,17 +57,8 @@ while [[ $# -gt 0 ]]; do
   if [[ $1 == --command ]]; then command=$2; fi
   shift
 done
-pids=()
-for ((i = 0; i < SLURM_NTASKS; i++)); do
-  mkdir -p "$SHIM_HOME/worker_$i"
-  (cd "$SHIM_HOME/worker_$i" && SLURM_PROCID=$i SLURM_LOCALID=0 bash -c "$command") \\
-      >> "$SHIM_LOG.task$i" 2>&1 &
-  pids+=($!)
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-exit $status
-"""
+""" + _tasks('mkdir -p "$SHIM_HOME/worker_$i"\n  (cd "$SHIM_HOME/worker_$i" && SLURM_PROCID=$i '
+             'SLURM_LOCALID=0 bash -c "$command") >> "$SHIM_LOG.task$i" 2>&1 &')
 
 PIP = """#!/usr/bin/env bash
 echo "pip $*" >> "$SHIM_LOG"
