@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = video.savi_plus_plus_config("movi_shapes", max_instances=3,
                                        targets={"video": 3, "flow": 3})
   config.batch_size = 8
-  config.num_train_steps = 4000
+  config.num_train_steps = 2800
   config.learning_rate = 1e-3
   config.warmup_steps = 100
   config.max_grad_norm = 1.0
@@ -46,17 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.preprocess_train, data.preprocess_eval = video.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
-  # SAVi++'s network (docs/fidelity.md) at CPU widths: a 3-layer CNN with a
-  # one-layer Transformer head instead of the ResNet-34 with four, and every
-  # other part as published with fewer features.
   model = config.model
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
-                       mlp_size=64, position_embedding="linear",
-                       transformer=dict(num_layers=1, num_heads=4, qkv_size=32,
-                                        transformer_mlp_size=128))
-  model.initializer.hidden_size = 128
-  model.corrector.qkv_size = 128
-  model.predictor.update(qkv_size=128, mlp_size=256)
-  model.decoder.update(features=(32, 16), strides=(2, 2))
+                       mlp_size=64)
+  model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True)
+  model.corrector = dict(name="SA", num_iterations=1, mlp_size=128)
+  model.predictor = dict(num_heads=4, mlp_size=128)
+  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
+                       strides=[2, 2], kernel_size=5)
   return config
