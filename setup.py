@@ -24,7 +24,13 @@ setuptools.setup(
         "absl-py",
         "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.
     ],
-    # The tests also check the plots of `invariant_slots.analyze`.
-    extras_require={"test": ["pytest", "pytest-xdist", "scikit-learn", "matplotlib"], "plots": ["matplotlib"],
-                    "bench": ["torch"]},
+    extras_require={
+        # The tests also check the plots of `invariant_slots.analyze`.
+        "test": ["pytest", "pytest-xdist", "scikit-learn", "matplotlib"],
+        "plots": ["matplotlib"],
+        "bench": ["torch"],
+        # JAX for NVIDIA GPUs (CUDA 12 wheels, no local CUDA install needed) and Cloud TPUs.
+        "cuda12": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
 )

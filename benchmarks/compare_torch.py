@@ -21,7 +21,7 @@ import torch
 import torch_reference
 from invariant_slots import pipelines
 from invariant_slots.lib import config_defaults
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "configs", "clevr.py")
@@ -37,12 +37,12 @@ def jax_step(batch_size: int, resolution: int, num_slots: int, dtype: str):
     config.dtype = dtype
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
-  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+  tx = training.make_optimizer(config)
+  state = training.init_state(model, tx, pipeline.example_batch(config), config)
   image = np.random.default_rng(0).random((batch_size, resolution, resolution, 3),
                                           dtype=np.float32)
   batch = {"image": jax.device_put(image)}
-  step = jax.jit(trainer.make_train_step(model, tx, config), donate_argnums=(0,))
+  step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=(0,))
   holder = {"state": state}
 
   def run() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from invariant_slots import pipelines
 from invariant_slots.lib import config_defaults
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.modules.correctors import CORRECTORS
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -35,12 +35,12 @@ def measure(corrector: str, iterations: int, batch_size: int, repeats: int) -> d
       "batch_size": batch_size})
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
-  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+  tx = training.make_optimizer(config)
+  state = training.init_state(model, tx, pipeline.example_batch(config), config)
   height, width = config.data.resolution
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((batch_size, height, width, 3), dtype=np.float32)}
-  step = jax.jit(trainer.make_train_step(model, tx, config))
+  step = jax.jit(training.make_train_step(model, tx, config))
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start

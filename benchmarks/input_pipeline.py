@@ -19,7 +19,7 @@ from invariant_slots import pipelines
 from invariant_slots.lib import config_defaults
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,13 +33,13 @@ def main() -> None:
   config = config_defaults.load_config(os.path.join(REPO, args.config))
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
-  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
-  mesh = trainer.make_mesh(config)
+  tx = training.make_optimizer(config)
+  state = training.init_state(model, tx, pipeline.example_batch(config), config)
+  mesh = training.make_mesh(config)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
   train_iter = iter(input_pipeline.create_datasets(config).train)
   fixed = evaluator.global_batch(next(train_iter), sharding)
-  step = jax.jit(trainer.make_train_step(model, tx, config), donate_argnums=(0,))
+  step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=(0,))
   state, metrics = step(state, fixed)  # Compile.
   jax.block_until_ready(metrics)
 

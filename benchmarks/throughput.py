@@ -24,7 +24,7 @@ from invariant_slots import pipelines
 from invariant_slots.lib import config_defaults
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.modules.correctors import CORRECTORS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,13 +39,13 @@ def measure(config_path: str, corrector: str, steps: int, warmup: int,
       os.path.join(REPO, config_path), **{"model.corrector.name": corrector, **overrides})
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
-  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+  tx = training.make_optimizer(config)
+  state = training.init_state(model, tx, pipeline.example_batch(config), config)
   datasets = input_pipeline.create_datasets(config)
-  mesh = trainer.make_mesh(config)
+  mesh = training.make_mesh(config)
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
   batch = evaluator.global_batch(next(iter(datasets.train)), sharding)
-  step = jax.jit(trainer.make_train_step(model, tx, config), donate_argnums=(0,))
+  step = jax.jit(training.make_train_step(model, tx, config), donate_argnums=(0,))
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start

@@ -16,12 +16,12 @@ this recipe needs most on a CPU. Evaluation runs all 24 frames in slices of
 
 import ml_collections
 
-from invariant_slots.pipelines import video
+from invariant_slots.lib import config_defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = video.savi_plus_plus_config("movi_shapes", max_instances=3,
+  config = config_defaults.savi_plus_plus_config("movi_shapes", max_instances=3,
                                        targets={"video": 3, "flow": 3})
   config.batch_size = 8
   config.num_train_steps = 2800
@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
                           num_train=1000, num_validation=64, seed=0)
   data.resolution = (32, 32)
   data.shuffle_buffer_size = 1000
-  data.preprocess_train, data.preprocess_eval = video.video_preprocessing(
+  data.preprocess_train, data.preprocess_eval = config_defaults.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
   model = config.model

@@ -184,7 +184,7 @@ def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
   from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
 
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
@@ -199,8 +199,8 @@ def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-      jax.eval_shape(lambda: trainer.init_state(
-          model, trainer.make_optimizer(config), pipeline.example_batch(config), config)))
+      jax.eval_shape(lambda: training.init_state(
+          model, training.make_optimizer(config), pipeline.example_batch(config), config)))
   try:
     step, state = checkpointer.restore_latest(state)
   finally:

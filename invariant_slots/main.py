@@ -7,14 +7,13 @@ Any config key can be overridden on the command line, e.g.
 import contextlib
 import logging as pylogging
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from invariant_slots.lib import config_defaults
+from invariant_slots import cli
 from invariant_slots.lib import validation
 from invariant_slots.lib import workdir_lock
 from invariant_slots.registry import ConfigError
@@ -32,48 +31,6 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "Call jax.distributed.initialize() with its auto-detection (Cloud TPU pods, SLURM) "
     "even without --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _fail(message: str, status: int = 2) -> None:
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(status)
-
-
-def _config_path(argv: list[str]) -> str | None:
-  """The value of the last `--config` in `argv` (`--config=PATH` or `--config PATH`)."""
-  path = None
-  for i, arg in enumerate(argv):
-    if arg.startswith(("--config=", "-config=")):
-      path = arg.split("=", 1)[1]
-    elif arg in ("--config", "-config") and i + 1 < len(argv):
-      path = argv[i + 1]
-  return path
-
-
-def _describe_config_error(argv: list[str], error: Exception) -> str:
-  """One line for a config file that does not load or an override it lacks."""
-  path = _config_path(argv)
-  if path is None:
-    return f"Bad --config ({error})."
-  try:
-    validation.check_overrides(config_defaults.load_config(path.split(":", 1)[0]),
-                               validation.override_keys(argv))
-  except ConfigError as e:
-    return str(e)
-  return f"Bad --config {path}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}"
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag, config file or config key as one line."""
-  path = _config_path(argv)
-  if path is not None and not os.path.isfile(path.split(":", 1)[0]):
-    _fail(f"Config file {path} does not exist; pass one of configs/*.py.")
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
-  except (OSError, AttributeError, KeyError) as e:
-    _fail(_describe_config_error(argv, e))
 
 
 def _quiet_library_logs(record) -> bool:
@@ -120,10 +77,10 @@ def main(argv):
       logging.info("Config:\n%s", config)
       trainer.train_and_evaluate(config, workdir)
   except (ConfigError, FileNotFoundError, FloatingPointError) as e:
-    _fail(str(e))
+    cli.fail(str(e))
   except KeyboardInterrupt as e:
-    _fail(str(e) or "Interrupted during start-up; the checkpoints are unchanged.", 130)
+    cli.fail(str(e) or "Interrupted during start-up; the checkpoints are unchanged.", 130)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

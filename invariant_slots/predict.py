@@ -212,7 +212,7 @@ class Predictor:
     import jax  # pylint: disable=g-import-not-at-top
     from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
     from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
-    from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+    from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
 
     pipeline_name = self.config.get("pipeline", "images")
     if pipeline_name != "images":
@@ -221,8 +221,8 @@ class Predictor:
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     pipeline = pipelines.get_pipeline(self.config)
     self.model = pipeline.build_model(self.config)
-    state = jax.jit(lambda: trainer.init_state(
-        self.model, trainer.make_optimizer(self.config), pipeline.example_batch(self.config),
+    state = jax.jit(lambda: training.init_state(
+        self.model, training.make_optimizer(self.config), pipeline.example_batch(self.config),
         self.config))()
     try:
       step, state = checkpointer.restore_latest(state)

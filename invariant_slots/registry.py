@@ -1,5 +1,6 @@
 """Name -> class registries, so configs can name modules by string."""
 
+import ast
 from typing import Any, Callable, Generic, TypeVar
 
 import ml_collections
@@ -49,3 +50,17 @@ class Registry(Generic[T]):
       return cls(**options)
     except TypeError as e:
       raise ConfigError(f"Bad options for {self.kind} {name!r}: {e}") from None
+
+
+def parse_call(spec: str) -> tuple[str, list[Any], dict[str, Any]]:
+  """`"name(arg, ..., key=value)"` -> `(name, args, kwargs)`; arguments are Python literals."""
+  name, _, rest = spec.strip().partition("(")
+  if rest and not rest.endswith(")"):
+    raise ConfigError(f"Malformed {spec!r}; expected 'name(args)'.")
+  try:
+    call = ast.parse(f"f({rest[:-1]})", mode="eval").body
+    args = [ast.literal_eval(arg) for arg in call.args]
+    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(f"Bad arguments in {spec!r}: {e}") from None
+  return name, args, kwargs

@@ -93,7 +93,7 @@ def main(argv):
   from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import preprocessing  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
@@ -102,7 +102,7 @@ def main(argv):
       raise ConfigError(f"render needs a multiview config, got pipeline {config.get('pipeline')!r}.")
     pipeline = pipelines.get_pipeline(config)
     model = pipeline.build_model(config)
-    state = jax.jit(lambda: trainer.init_state(model, trainer.make_optimizer(config),
+    state = jax.jit(lambda: training.init_state(model, training.make_optimizer(config),
                                                pipeline.example_batch(config), config))()
     checkpointer = checkpointing.Checkpointer(_WORKDIR.value, read_only=True)
     try:

@@ -16,7 +16,7 @@ from invariant_slots import analyze
 from invariant_slots.lib import checkpointing
 from invariant_slots.lib import config_defaults
 from invariant_slots.lib import metrics
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.pipelines import images
 from tests import training_utils
@@ -108,8 +108,8 @@ def test_analyze_command_writes_json_and_plots(shapes_data_dir, tmp_path):
   # A checkpoint in the trainer's format, with random weights (no compilation needed).
   pipeline = images.ImagePipeline()
   model = pipeline.build_model(config)
-  abstract = jax.eval_shape(lambda: trainer.init_state(
-      model, trainer.make_optimizer(config), pipeline.example_batch(config), config))
+  abstract = jax.eval_shape(lambda: training.init_state(
+      model, training.make_optimizer(config), pipeline.example_batch(config), config))
   rng = np.random.default_rng(0)
   state = jax.tree.map(
       lambda x: (0.3 * rng.normal(size=x.shape)).astype(x.dtype)  # pylint: disable=g-long-lambda

@@ -21,7 +21,7 @@ from invariant_slots import pipelines
 from invariant_slots.datasets import multi_object
 from invariant_slots.lib import config_defaults
 from invariant_slots.lib import input_pipeline
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.modules import attention
 from invariant_slots.modules import decoders
 from invariant_slots.modules import video
@@ -160,16 +160,16 @@ def train_step_shapes(config):
   """Loss and parameter shapes after one train step, traced without computing."""
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
+  tx = training.make_optimizer(config)
   batch = _train_step_batch(config, np.random.default_rng(0))
 
   def step():
     key = jax.random.PRNGKey(0)
     params = model.init({"params": key, "slots": key}, batch)["params"]
-    state = trainer.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
+    state = training.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
                                rng=key)
-    new_state, step_metrics = trainer.make_train_step(model, tx, config)(state, batch)
-    return new_state.params, step_metrics.compute()["loss"]
+    new_state, step_metrics = training.make_train_step(model, tx, config)(state, batch)
+    return new_state.params, step_metrics["loss"]
 
   return jax.eval_shape(step)
 
@@ -216,14 +216,14 @@ def test_published_structures_compute_a_train_step(network):
       **_reduced(network), "batch_size": 1, "warmup_steps": 0})
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
+  tx = training.make_optimizer(config)
   batch = _train_step_batch(config, np.random.default_rng(0))
   key = jax.random.PRNGKey(0)
   params = jax.jit(lambda: model.init({"params": key, "slots": key}, batch))()["params"]
-  state = trainer.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
+  state = training.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
                              rng=key)
-  new_state, step_metrics = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
-  assert np.isfinite(float(step_metrics.compute()["loss"]))
+  new_state, step_metrics = jax.jit(training.make_train_step(model, tx, config))(state, batch)
+  assert np.isfinite(float(step_metrics["loss"]))
   changed = jax.tree_util.tree_flatten_with_path(jax.tree.map(
       lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params))[0]
   unchanged = ["/".join(k.key for k in path) for path, leaf in changed if not leaf]

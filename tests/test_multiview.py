@@ -19,8 +19,11 @@ from invariant_slots import pipelines
 from invariant_slots.datasets import multishapenet
 from invariant_slots.datasets import shapes_multiview
 from invariant_slots.lib import config_defaults
+from invariant_slots.lib import input_pipeline
+from invariant_slots.lib import model_specs
 from invariant_slots.lib import preprocessing
 from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.modules import multiview
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.registry import ConfigError
@@ -492,7 +495,7 @@ def test_osrt_train_step_with_every_corrector(corrector):
                                      "model.encoder.features": []})
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
+  tx = training.make_optimizer(config)
   rng = np.random.default_rng(0)
   views = lambda: jnp.asarray(rng.uniform(size=(2, 2, 8, 8, 3)), jnp.float32)
   rays = lambda: jnp.asarray(rng.uniform(size=(2, 12, 3)), jnp.float32)
@@ -500,13 +503,13 @@ def test_osrt_train_step_with_every_corrector(corrector):
            "target_origins": rays(), "target_directions": rays(), "target_color": rays()}
   key = jax.random.PRNGKey(0)
   outputs, variables = model.init_with_output({"params": key, "slots": key}, batch)
-  state = trainer.TrainState(step=jnp.asarray(0), params=variables["params"],
+  state = training.TrainState(step=jnp.asarray(0), params=variables["params"],
                              opt_state=tx.init(variables["params"]), rng=key)
   assert outputs["reconstruction"].shape == (2, 12, 3)
   assert outputs["masks"].shape == (2, 12, config.model.num_slots)
   np.testing.assert_allclose(outputs["masks"].sum(-1), 1.0, rtol=1e-5)
-  new_state, train_metrics = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
-  assert np.isfinite(float(train_metrics.compute()["loss"]))
+  new_state, train_metrics = jax.jit(training.make_train_step(model, tx, config))(state, batch)
+  assert np.isfinite(float(train_metrics["loss"]))
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
   assert any(jax.tree.leaves(changed["corrector"])) and any(jax.tree.leaves(changed["encoder"]))
 
@@ -553,9 +556,18 @@ def test_gradient_accumulation_equals_the_full_batch():
     key = jax.random.PRNGKey(0)
     params = model.init({"params": key, "slots": key}, batch)["params"]
     tx = optax.sgd(1.0)
-    state = trainer.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
+    state = training.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params),
                                rng=key)
-    new_state, _ = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
+    new_state, _ = jax.jit(training.make_train_step(model, tx, config))(state, batch)
     updates.append(jax.tree.map(lambda a, b: np.asarray(a - b), new_state.params, params))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), *updates)
   assert max(np.abs(u).max() for u in jax.tree.leaves(updates[0])) > 0
+
+
+def test_the_planned_train_batch_is_the_input_pipelines(msn_data_dir):
+  config = config_defaults.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
+  batch = next(iter(input_pipeline.create_datasets(config).train))
+  planned = model_specs.train_batch(config)
+  assert set(planned) == set(batch) - {"target_ids"}
+  for key, spec in planned.items():
+    assert tuple(batch[key].shape) == spec.shape, key

@@ -12,6 +12,7 @@ import pytest
 
 from invariant_slots import pipelines
 from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.lib import validation
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.registry import ConfigError
@@ -132,12 +133,12 @@ def test_bfloat16_compute_keeps_float32_state(shapes_data_dir):
     config = tiny_config(shapes_data_dir, dtype=dtype)
     pipeline = pipelines.get_pipeline(config)
     model = pipeline.build_model(config)
-    tx = trainer.make_optimizer(config)
-    state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
+    tx = training.make_optimizer(config)
+    state = training.init_state(model, tx, pipeline.example_batch(config), config)
     image = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
-    state, step_metrics = jax.jit(trainer.make_train_step(model, tx, config))(
+    state, step_metrics = jax.jit(training.make_train_step(model, tx, config))(
         state, {"image": image})
-    losses[dtype] = float(step_metrics.compute()["loss"])
+    losses[dtype] = float(step_metrics["loss"])
     for leaf in jax.tree.leaves((state.params, state.opt_state)):
       if jnp.issubdtype(leaf.dtype, jnp.floating):
         assert leaf.dtype == jnp.float32
@@ -148,7 +149,7 @@ def test_bfloat16_compute_keeps_float32_state(shapes_data_dir):
 def test_unknown_dtype_is_a_config_error(shapes_data_dir):
   config = tiny_config(shapes_data_dir, dtype="int8")
   with pytest.raises(ConfigError, match="dtype must be float32, bfloat16"):
-    trainer.make_train_step(None, None, config)
+    training.make_train_step(None, None, config)
 
 
 def _sgd_step(config, batch):
@@ -156,9 +157,9 @@ def _sgd_step(config, batch):
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
   tx = optax.sgd(1.0)
-  state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
-  new_state, step_metrics = jax.jit(trainer.make_train_step(model, tx, config))(state, batch)
-  return state.params, new_state.params, step_metrics.compute()
+  state = training.init_state(model, tx, pipeline.example_batch(config), config)
+  new_state, step_metrics = jax.jit(training.make_train_step(model, tx, config))(state, batch)
+  return state.params, new_state.params, step_metrics
 
 
 def test_gradient_accumulation_equals_the_full_batch(shapes_data_dir):
@@ -177,7 +178,7 @@ def test_gradient_accumulation_equals_the_full_batch(shapes_data_dir):
 
 def test_micro_batches_take_every_kth_row():
   batch = {"x": np.arange(12).reshape(6, 2)}
-  micro = trainer.micro_batches(batch, 3)["x"]
+  micro = training.micro_batches(batch, 3)["x"]
   np.testing.assert_array_equal(micro[:, :, 0], [[0, 6], [2, 8], [4, 10]])
 
 

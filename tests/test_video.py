@@ -13,8 +13,10 @@ import tensorflow_datasets as tfds
 from invariant_slots.datasets import movi
 from invariant_slots.datasets import shapes
 from invariant_slots.lib import config_defaults
+from invariant_slots.lib import input_pipeline
+from invariant_slots.lib import model_specs
 from invariant_slots.lib import preprocessing
-from invariant_slots.lib import trainer
+from invariant_slots.lib import training
 from invariant_slots.lib import video_ops
 from invariant_slots.modules import video as video_modules
 from invariant_slots.modules.correctors import CORRECTORS
@@ -267,7 +269,7 @@ def test_every_corrector_runs_a_video_train_step(name):
   config = _tiny_video_config("/nonexistent", name)
   pipeline = video_pipeline.VideoPipeline()
   model = pipeline.build_model(config)
-  tx = trainer.make_optimizer(config)
+  tx = training.make_optimizer(config)
   rng = np.random.default_rng(0)
   batch = {"video": rng.uniform(size=(2, 3, 16, 16, 3)).astype(np.float32),
            "boxes": np.tile(np.array([0.1, 0.1, 0.5, 0.5], np.float32), (2, 3, 3, 1)),
@@ -277,9 +279,9 @@ def test_every_corrector_runs_a_video_train_step(name):
   # Eager (op by op): compiled primitives are shared between the correctors,
   # which takes a fraction of compiling a train step per corrector.
   with jax.disable_jit():
-    state = trainer.init_state(model, tx, pipeline.example_batch(config), config)
-    new_state, step_metrics = trainer.make_train_step(model, tx, config)(state, batch)
-    values = step_metrics.compute()
+    state = training.init_state(model, tx, pipeline.example_batch(config), config)
+    new_state, step_metrics = training.make_train_step(model, tx, config)(state, batch)
+    values = step_metrics
   assert np.isfinite(values["loss"]) and values["grad_norm"] > 0
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
   assert all(jax.tree.leaves(changed["recurrence"]))
@@ -313,3 +315,14 @@ def test_movi_c_config_trains_and_evaluates_on_movi_c_schema_data(tmp_path, movi
   values = dict(part.split("=") for part in line[0].split()[3:] if "=" in part)
   for key in ("fg_ari", "fg_miou", "loss"):
     assert np.isfinite(float(values[key])), line
+
+
+def test_the_planned_train_batch_is_the_input_pipelines(tmp_path):
+  config = config_defaults.load_config(SHAPES_VIDEO, **{
+      "data.data_dir": str(tmp_path), "batch_size": 2, "data.shuffle_buffer_size": 2,
+      "data.movi_shapes.num_train": 2, "data.movi_shapes.num_validation": 2})
+  batch = next(iter(input_pipeline.create_datasets(config).train))
+  planned = model_specs.train_batch(config)
+  assert set(planned) <= set(batch)
+  for key, spec in planned.items():
+    assert tuple(batch[key].shape) == spec.shape, key

@@ -6,13 +6,12 @@ list of op strings from the config into one function:
     data.preprocess = ["clevr_crop()", "resize(128)", "value_range(0, 1)"]
 """
 
-import ast
 from typing import Callable, Sequence
 
 import tensorflow as tf
 
 from invariant_slots.datasets.multi_object import CLEVR_CROP
-from invariant_slots.registry import ConfigError
+from invariant_slots.registry import ConfigError, parse_call
 
 Features = dict[str, tf.Tensor]
 Op = Callable[[Features], Features]
@@ -32,18 +31,11 @@ def register_op(name: str):
 
 def parse_op(spec: str) -> Op:
   """`"name(arg, ..., key=value)"` -> op; args and values are Python literals."""
-  name, _, rest = spec.strip().partition("(")
+  name = spec.strip().partition("(")[0]
   if name not in _OPS:
     raise ConfigError(
         f"Unknown preprocessing op {name!r} in {spec!r}; valid ops: {', '.join(sorted(_OPS))}.")
-  if rest and not rest.endswith(")"):
-    raise ConfigError(f"Malformed preprocessing op {spec!r}; expected 'name(args)'.")
-  try:
-    call = ast.parse(f"op({rest[:-1]})", mode="eval").body
-    args = [ast.literal_eval(arg) for arg in call.args]
-    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-  except (ValueError, SyntaxError) as e:
-    raise ConfigError(f"Bad arguments in preprocessing op {spec!r}: {e}") from None
+  _, args, kwargs = parse_call(spec)
   return _OPS[name](*args, **kwargs)
 
 

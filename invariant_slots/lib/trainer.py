@@ -6,197 +6,27 @@ import os
 import signal
 import sys
 import time
-from typing import Any
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from invariant_slots import pipelines
 from invariant_slots.lib import checkpointing
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
-from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
+from invariant_slots.lib import training
 from invariant_slots.lib import validation
 from invariant_slots.lib import workdir_lock
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: Array
-  params: Any
-  opt_state: Any
-  rng: Array  # Raw uint32 key, so it checkpoints as a plain array.
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up to `learning_rate`, then cosine, exponential or constant."""
-  decay_steps = max(config.num_train_steps - config.warmup_steps, 1)
-  if config.lr_schedule == "cosine":
-    decay = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
-  elif config.lr_schedule == "exponential":
-    decay = optax.exponential_decay(config.learning_rate, config.lr_decay_steps,
-                                    config.lr_decay_rate)
-  elif config.lr_schedule == "constant":
-    decay = optax.constant_schedule(config.learning_rate)
-  else:
-    raise ConfigError(f"Unknown lr_schedule {config.lr_schedule!r}; "
-                      "use 'cosine', 'exponential' or 'constant'.")
-  warmup = optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
-  return optax.join_schedules([warmup, decay], [config.warmup_steps])
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  schedule = learning_rate_schedule(config)
-  parts = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
-  return optax.chain(*parts, optax.adam(schedule))
-
-
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-  """A `(data, fsdp)` mesh over every device of every process.
-
-  `config.mesh.fsdp` devices share each large parameter (ZeRO-3 style); the
-  default of 1 is pure data parallelism. The batch is split over both axes.
-  """
-  fsdp = config.get("mesh", {}).get("fsdp", 1)
-  if jax.device_count() % fsdp:
-    raise ConfigError(f"mesh.fsdp={fsdp} does not divide the {jax.device_count()} devices.")
-  return Mesh(np.asarray(jax.devices()).reshape(-1, fsdp), ("data", "fsdp"))
-
-
-def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int) -> Any:
-  """Shards each array of at least `min_size` elements along `fsdp` on its
-  largest dimension divisible by the axis size; replicates the rest."""
-  fsdp = mesh.shape["fsdp"]
-
-  def sharding(leaf) -> NamedSharding:
-    spec = [None] * leaf.ndim
-    if fsdp > 1 and leaf.size >= min_size:
-      divisible = [d for d in range(leaf.ndim) if leaf.shape[d] % fsdp == 0]
-      if divisible:
-        spec[max(divisible, key=lambda d: leaf.shape[d])] = "fsdp"
-    return NamedSharding(mesh, PartitionSpec(*spec))
-
-  return jax.tree.map(sharding, abstract_state)
-
-
-def init_state(model, tx, example_batch: dict[str, Array],
-               config: ml_collections.ConfigDict) -> TrainState:
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, slots_rng, state_rng = jax.random.split(rng, 3)
-  params = model.init({"params": init_rng, "slots": slots_rng}, example_batch)["params"]
-  return TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=state_rng)
-
-
-def cast_floating(tree: Any, dtype: jnp.dtype) -> Any:
-  """Casts the floating-point leaves of `tree` to `dtype`."""
-  return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-
-def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
-  """`config.dtype` (default float32) as a floating-point dtype."""
-  name = config.get("dtype", "float32")
-  if name not in ("float32", "bfloat16", "float16"):
-    raise ConfigError(f"dtype must be float32, bfloat16 or float16, got {name!r}.")
-  return jnp.dtype(name)
-
-
-def make_loss_fn(model, config: ml_collections.ConfigDict):
-  """`loss_fn(params, batch, rng) -> mean training loss`, computed in `config.dtype`."""
-  dtype = compute_dtype(config)
-
-  def loss_fn(params, batch: dict[str, Array], rng: Array) -> Array:
-    outputs = model.apply({"params": cast_floating(params, dtype)},
-                          cast_floating(batch, dtype), train=True, rngs={"slots": rng})
-    outputs = cast_floating(outputs, jnp.float32)
-    return jnp.mean(losses.per_example_loss(config.losses, outputs, batch))
-
-  return loss_fn
-
-
-def micro_batches(batch: dict[str, Array], num: int) -> dict[str, Array]:
-  """`[batch, ...]` leaves -> `[num, batch // num, ...]`.
-
-  Micro-batch `i` holds rows `i, i + num, i + 2 num, ...`, so that every
-  device's contiguous shard of the batch feeds every micro-batch equally.
-  """
-  def split(x: Array) -> Array:
-    return jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1)
-
-  return jax.tree.map(split, batch)
-
-
-def make_train_step(model, tx, config: ml_collections.ConfigDict):
-  """`train_step(state, batch) -> (state, TrainMetrics)`.
-
-  With `config.dtype` = "bfloat16" (or "float16") the forward and backward pass
-  run in that dtype on a cast copy of the parameters and inputs; parameters,
-  gradients, optimizer state and the loss stay in float32. With
-  `config.grad_accum_steps` = k > 1 the gradient is the mean of k micro-batch
-  gradients (`micro_batches`, scanned one after another), each with its own
-  random key; for a model without random draws it equals the full batch's.
-  """
-  schedule = learning_rate_schedule(config)
-  loss_fn = make_loss_fn(model, config)
-  num_micro = config.get("grad_accum_steps", 1)
-
-  def loss_and_grads(params, batch: dict[str, Array], rng: Array):
-    if num_micro == 1:
-      return jax.value_and_grad(loss_fn)(params, batch, rng)
-
-    def accumulate(total, micro):
-      index, micro_batch = micro
-      value = jax.value_and_grad(loss_fn)(params, micro_batch, jax.random.fold_in(rng, index))
-      return jax.tree.map(jnp.add, total, value), None
-
-    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    total, _ = jax.lax.scan(accumulate, zeros,
-                            (jnp.arange(num_micro), micro_batches(batch, num_micro)))
-    return jax.tree.map(lambda x: x / num_micro, total)
-
-  def train_step(state: TrainState, batch: dict[str, Array]):
-    rng = jax.random.fold_in(state.rng, state.step)
-    loss, grads = loss_and_grads(state.params, batch, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    train_metrics = metrics.TrainMetrics.single_from_model_output(
-        loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
-    return new_state, train_metrics
-
-  return train_step
-
-
-def make_state_check(model, config: ml_collections.ConfigDict):
-  """`state_check(state, batch) -> bool`: whether `state` is fit to be saved.
-
-  True when its parameters and optimizer state are finite and so is the loss of
-  its parameters on `batch`: a diverged update can leave huge but finite
-  parameters whose next loss is already NaN.
-  """
-  loss_fn = make_loss_fn(model, config)
-
-  def state_check(state: TrainState, batch: dict[str, Array]) -> Array:
-    leaves = [x for x in jax.tree.leaves((state.params, state.opt_state))
-              if jnp.issubdtype(x.dtype, jnp.floating)]
-    loss = loss_fn(state.params, batch, jax.random.fold_in(state.rng, state.step))
-    return jnp.all(jnp.stack([jnp.isfinite(loss)] + [jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-  return state_check
 
 
 class _Preemption:
@@ -246,18 +76,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """`train_and_evaluate` under the workdir lock."""
   changes = validation.config_changes(config, workdir)
-  mesh = make_mesh(config)
+  mesh = training.make_mesh(config)
   data_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
   replicated = NamedSharding(mesh, PartitionSpec())
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
-  tx = make_optimizer(config)
+  tx = training.make_optimizer(config)
   datasets = input_pipeline.create_datasets(config)
   train_iter = iter(datasets.train)
 
-  init = functools.partial(init_state, model, tx, pipeline.example_batch(config), config)
+  init = functools.partial(training.init_state, model, tx, pipeline.example_batch(config), config)
   abstract_state = jax.eval_shape(init)
-  state_sharding = state_shardings(abstract_state, mesh,
+  state_sharding = training.state_shardings(abstract_state, mesh,
                                    config.get("mesh", {}).get("fsdp_min_size", 2**16))
   checkpointer = checkpointing.Checkpointer(workdir, config.checkpoints_to_keep)
   new_data_order = validation.changes_data_order(changes)
@@ -289,15 +119,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       workdir, just_logging=jax.process_index() > 0, asynchronous=False)
   if initial_step == 0:
     writer.write_hparams({k: str(v) for k, v in config.items()})
-  train_step = jax.jit(make_train_step(model, tx, config),
+  train_step = jax.jit(training.make_train_step(model, tx, config),
                        in_shardings=(state_sharding, data_sharding),
                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  state_check = jax.jit(make_state_check(model, config),
+  state_check = jax.jit(training.make_state_check(model, config),
                         in_shardings=(state_sharding, data_sharding), out_shardings=replicated)
   eval_step = jax.jit(pipeline.make_eval_step(model, config),
                       in_shardings=(state_sharding.params, data_sharding, replicated))
 
-  def run_eval(state: TrainState, step: int) -> dict[str, float]:
+  def run_eval(state: training.TrainState, step: int) -> dict[str, float]:
     with input_pipeline.naming_data_errors(config):
       return evaluator.evaluate(state.params, pipeline, eval_step, datasets, config,
                                 data_sharding, writer, step)
@@ -321,8 +151,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       with input_pipeline.naming_data_errors(config):
         batch = evaluator.global_batch(next(train_iter), data_sharding)
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, step_metrics = train_step(state, batch)
+        state, step_scalars = train_step(state, batch)
       step += 1
+      step_metrics = metrics.TrainMetrics.single_from_model_output(**step_scalars)
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       report(step, time.time())
       last = step == config.num_train_steps

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from invariant_slots.modules import remat
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.decoders import DECODERS
 from invariant_slots.modules.encoders import ENCODERS
@@ -20,6 +21,7 @@ class ObjectDiscoveryModel(nn.Module):
   initializer: nn.Module
   corrector: nn.Module
   decoder: nn.Module
+  remat: bool = False  # Recompute encoder, corrector and decoder in the backward pass.
 
   def __call__(self, batch: dict[str, Array], train: bool = False) -> dict[str, Array]:
     """Runs the model on `batch["image"]` `[batch, H, W, 3]`.
@@ -31,12 +33,12 @@ class ObjectDiscoveryModel(nn.Module):
       encoder's feature grid.
     """
     image = batch["image"]
-    features = self.encoder(image, train=train)
+    features = remat.call(self.encoder, image, remat=self.remat, train=train)
     batch_size, height, width, _ = features.shape
     inputs = features.reshape(batch_size, height * width, -1)
     slots = self.initializer(batch_size)
-    slots, attention = self.corrector(slots, inputs, train=train)
-    outputs = self.decoder(slots)
+    slots, attention = remat.call(self.corrector, slots, inputs, remat=self.remat, train=train)
+    outputs = remat.call(self.decoder, slots, remat=self.remat)
     outputs["slots"] = slots
     outputs["attention"] = attention.reshape(attention.shape[:3] + (height, width))
     return outputs
@@ -64,4 +66,5 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
         f"images are {resolution}; change model.decoder.broadcast_size or "
         "model.decoder.strides, or data.resolution.")
   return ObjectDiscoveryModel(encoder=encoder, initializer=initializer,
-                              corrector=corrector, decoder=decoder)
+                              corrector=corrector, decoder=decoder,
+                              remat=config.get("remat", False))

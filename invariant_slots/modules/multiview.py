@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from invariant_slots.modules import remat
 from invariant_slots.modules.attention import ACTIVATIONS, TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.initializers import INITIALIZERS
@@ -240,6 +241,7 @@ class OSRT(nn.Module):
   # Rays decoded at once (0: all); bounds the decoder's memory when rendering
   # whole views. Rays are independent, so the result does not depend on it.
   ray_chunk_size: int = 0
+  remat: bool = False  # Recompute encoder, corrector and each ray chunk in the backward pass.
 
   def __call__(self, batch: dict[str, Array], train: bool = False) -> dict[str, Array]:
     """Encodes the input views and renders the target rays.
@@ -255,14 +257,15 @@ class OSRT(nn.Module):
       `slots [batch, num_slots, slot_size]` and the corrector's
       `attention [batch, num_iterations, num_slots, num_latents]`.
     """
-    latents = self.encoder(batch["input_image"], batch["input_origins"],
-                           batch["input_directions"])
+    latents = remat.call(self.encoder, batch["input_image"], batch["input_origins"],
+                         batch["input_directions"], remat=self.remat)
     slots = self.initializer(latents.shape[0])
-    slots, attention = self.corrector(slots, latents, train=train)
+    slots, attention = remat.call(self.corrector, slots, latents, remat=self.remat,
+                                  train=train)
     origins, directions = batch["target_origins"], batch["target_directions"]
     chunk = self.ray_chunk_size or origins.shape[1]
-    parts = [self.decoder(slots, origins[:, start:start + chunk],
-                          directions[:, start:start + chunk])
+    parts = [remat.call(self.decoder, slots, origins[:, start:start + chunk],
+                        directions[:, start:start + chunk], remat=self.remat)
              for start in range(0, origins.shape[1], chunk)]
     return {"reconstruction": jnp.concatenate([p["rgb"] for p in parts], axis=1),
             "masks": jnp.concatenate([p["masks"] for p in parts], axis=1), "slots": slots,
@@ -297,4 +300,4 @@ def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
                                    slot_size=model.slot_size)
   corrector = CORRECTORS.build(model.corrector, slot_size=model.slot_size)
   return OSRT(encoder=encoder, initializer=initializer, corrector=corrector, decoder=decoder,
-              ray_chunk_size=model.get("ray_chunk_size", 0))
+              ray_chunk_size=model.get("ray_chunk_size", 0), remat=config.get("remat", False))

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from invariant_slots.modules import remat
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.encoders import ENCODERS
 from invariant_slots.modules.initializers import INITIALIZERS
@@ -47,6 +48,7 @@ class SetPredictionModel(nn.Module):
   initializer: nn.Module
   corrector: nn.Module
   head: nn.Module
+  remat: bool = False  # Recompute encoder and corrector in the backward pass.
 
   def __call__(self, batch: dict[str, Array], train: bool = False) -> dict[str, Array]:
     """Runs the model on `batch["image"]` `[batch, H, W, 3]`.
@@ -56,11 +58,11 @@ class SetPredictionModel(nn.Module):
       num_slots, slot_size]` and `attention [batch, num_iterations, num_slots,
       h, w]` on the encoder's feature grid.
     """
-    features = self.encoder(batch["image"], train=train)
+    features = remat.call(self.encoder, batch["image"], remat=self.remat, train=train)
     batch_size, height, width, _ = features.shape
     inputs = features.reshape(batch_size, height * width, -1)
     slots = self.initializer(batch_size)
-    slots, attention = self.corrector(slots, inputs, train=train)
+    slots, attention = remat.call(self.corrector, slots, inputs, remat=self.remat, train=train)
     return {
         "set_prediction": self.head(slots),
         "slots": slots,
@@ -86,4 +88,4 @@ def build_model(config: ml_collections.ConfigDict) -> SetPredictionModel:
       hidden_size=model_config.head_hidden_size,
       output_size=property_size(properties.num_coords, properties.category_sizes))
   return SetPredictionModel(encoder=encoder, initializer=initializer, corrector=corrector,
-                            head=head)
+                            head=head, remat=config.get("remat", False))

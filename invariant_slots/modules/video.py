@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from invariant_slots.modules import remat
 from invariant_slots.modules.attention import TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.decoders import DECODERS
@@ -79,6 +80,7 @@ class SlotRecurrence(nn.Module):
 
   corrector: nn.Module
   predictor: nn.Module
+  remat: bool = False  # Recompute each frame's corrector in the backward pass.
 
   @functools.partial(
       nn.scan, in_axes=(1, nn.broadcast), out_axes=1, variable_broadcast="params",
@@ -90,7 +92,8 @@ class SlotRecurrence(nn.Module):
       `(next_slots [batch, K, slot_size], (corrected [batch, T, K, slot_size],
       attention [batch, T, iterations, K, N]))`.
     """
-    corrected, attention = self.corrector(slots, inputs, train=train)
+    corrected, attention = remat.call(self.corrector, slots, inputs, remat=self.remat,
+                                      train=train)
     return self.predictor(corrected), (corrected, attention)
 
 
@@ -102,6 +105,7 @@ class VideoModel(nn.Module):
   recurrence: nn.Module
   decoder: nn.Module
   targets: Sequence[tuple[str, int]]
+  remat: bool = False  # Recompute encoder and decoder in the backward pass.
 
   def initial_slots(self, batch: dict[str, Array]) -> Array:
     """The first frame's slots `[batch, K, slot_size]` from the conditioning."""
@@ -125,14 +129,16 @@ class VideoModel(nn.Module):
     """
     video = batch["video"]
     batch_size, num_frames = video.shape[:2]
-    features = self.encoder(video.reshape((-1,) + video.shape[2:]), train=train)
+    features = remat.call(self.encoder, video.reshape((-1,) + video.shape[2:]),
+                          remat=self.remat, train=train)
     _, height, width, channels = features.shape
     inputs = features.reshape(batch_size, num_frames, height * width, channels)
     if slots is None:
       slots = self.initializer(batch)
     next_slots, (corrected, attention) = self.recurrence(slots, inputs, train)
     num_slots, slot_size = corrected.shape[2:]
-    decoded = self.decoder(corrected.reshape(-1, num_slots, slot_size))
+    decoded = remat.call(self.decoder, corrected.reshape(-1, num_slots, slot_size),
+                         remat=self.remat)
     unflatten = lambda x: x.reshape((batch_size, num_frames) + x.shape[1:])
     reconstruction = unflatten(decoded["reconstruction"])
     outputs = {}
@@ -187,5 +193,5 @@ def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
       initializer=initializer_module,
       recurrence=SlotRecurrence(
           corrector=CORRECTORS.build(model.corrector, slot_size=slot_size),
-          predictor=predictor),
-      decoder=decoder, targets=targets)
+          predictor=predictor, remat=config.get("remat", False)),
+      decoder=decoder, targets=targets, remat=config.get("remat", False))

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from invariant_slots.lib import model_specs
 from invariant_slots.registry import Registry
 
 Array = jax.Array
@@ -32,11 +33,11 @@ class Pipeline:
 
   def build_model(self, config: ml_collections.ConfigDict) -> nn.Module:
     """The model of `config.model`; raises `ConfigError` on bad settings."""
-    raise NotImplementedError
+    return model_specs.build_model(config)
 
   def example_batch(self, config: ml_collections.ConfigDict) -> dict[str, Array]:
     """A one-example dummy batch with the model's input keys, for `init`."""
-    raise NotImplementedError
+    return model_specs.example_batch(config)
 
   def make_eval_step(self, model: nn.Module, config: ml_collections.ConfigDict) -> EvalStep:
     """`eval_step(params, batch, rng) -> outputs` (jitted by the trainer)."""

@@ -10,7 +10,6 @@ import numpy as np
 
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
-from invariant_slots.modules import models
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
@@ -94,13 +93,6 @@ class ImagePipeline(Pipeline):
 
   per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "mask_confidence",
                          "segmentations")
-
-  def build_model(self, config: ml_collections.ConfigDict):
-    return models.build_model(config)
-
-  def example_batch(self, config: ml_collections.ConfigDict) -> dict[str, Array]:
-    height, width = config.data.resolution
-    return {"image": jnp.zeros((1, height, width, 3), jnp.float32)}
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true = config.data.max_instances + 1

@@ -14,7 +14,6 @@ import numpy as np
 from invariant_slots.datasets import multishapenet  # Registers data sources and ops.  pylint: disable=unused-import
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
-from invariant_slots.modules import multiview
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
 Array = jax.Array
@@ -59,17 +58,6 @@ class MultiviewPipeline(Pipeline):
   """OSRT: encode posed input views into slots, render held-out views."""
 
   per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "target_ids")
-
-  def build_model(self, config: ml_collections.ConfigDict):
-    return multiview.build_osrt(config)
-
-  def example_batch(self, config: ml_collections.ConfigDict) -> dict[str, Array]:
-    height, width = config.data.resolution
-    views = (1, config.data.num_input_views, height, width, 3)
-    rays = (1, 16, 3)
-    return {"input_image": jnp.zeros(views), "input_origins": jnp.zeros(views),
-            "input_directions": jnp.zeros(views), "target_origins": jnp.zeros(rays),
-            "target_directions": jnp.zeros(rays)}
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true = config.data.max_instances + 1

@@ -21,7 +21,6 @@ Euclidean distance of the [0, 1] coordinates (6 for CLEVR's scene units).
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -32,7 +31,6 @@ from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import preprocessing
-from invariant_slots.modules import set_prediction
 from invariant_slots.pipelines import images
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 from invariant_slots.registry import ConfigError
@@ -139,13 +137,6 @@ class SetPredictionPipeline(Pipeline):
   """Slots -> object property vectors, Hungarian-matched loss, AP metrics."""
 
   per_example_outputs = ("loss", "set_prediction", "target")
-
-  def build_model(self, config: ml_collections.ConfigDict):
-    return set_prediction.build_model(config)
-
-  def example_batch(self, config: ml_collections.ConfigDict) -> dict[str, Array]:
-    height, width = config.data.resolution
-    return {"image": jnp.zeros((1, height, width, 3), jnp.float32)}
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
 

@@ -17,7 +17,6 @@ from invariant_slots.datasets import movi  # pylint: disable=unused-import  (dat
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import video_ops
-from invariant_slots.modules import video
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 from invariant_slots.registry import ConfigError
 
@@ -104,16 +103,6 @@ class VideoPipeline(Pipeline):
 
   per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "segmentations")
 
-  def build_model(self, config: ml_collections.ConfigDict):
-    return video.build_video_model(config)
-
-  def example_batch(self, config: ml_collections.ConfigDict) -> dict[str, Array]:
-    height, width = config.data.resolution
-    max_instances = config.data.max_instances
-    return {"video": jnp.zeros((1, 1, height, width, 3), jnp.float32),
-            "boxes": jnp.zeros((1, 1, max_instances, 4), jnp.float32),
-            "centers": jnp.zeros((1, 1, max_instances, 2), jnp.float32)}
-
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true = config.data.max_instances + 1
     num_slots = config.model.num_slots
@@ -162,91 +151,3 @@ class VideoPipeline(Pipeline):
         images[f"predicted_{name}"] = frame_strip(as_rgb(outputs[name][:n]))
         images[f"target_{name}"] = frame_strip(as_rgb(batch[name][:n]))
     return images
-
-
-def video_preprocessing(max_instances: int, resolution: int, train_frames: int,
-                        eval_frames: int, targets: tuple[str, ...],
-                        train_crop: float | None = None) -> tuple[list[str], list[str]]:
-  """SAVi-style op lists `(train, eval)` for MOVi-schema data.
-
-  Training keeps the video, boxes, centres and targets of a random window of
-  `train_frames`, cropped at random to at least `train_crop` of the frame when
-  given (SAVi++: 0.75), else resized; evaluation the first `eval_frames` plus
-  the segmentations, resized.
-  """
-  common = ["video_from_tfds()", f"sparse_to_dense_annotation(max_instances={max_instances})"]
-  resize = f"resize_small({resolution})"
-  if train_crop is not None:
-    resize_train = (f"random_resized_crop({resolution}, {resolution}, "
-                    f"min_object_covered={train_crop})")
-  else:
-    resize_train = resize
-  targets_ops = ["flow_to_rgb()", "transform_depth('log_plus')"]
-  keys = ("video", "boxes", "centers") + tuple(t for t in targets if t != "video")
-  train = common + [f"temporal_random_strided_window(length={train_frames})",
-                    resize_train] + targets_ops
-  evaluation = common + [f"temporal_crop_or_pad(length={eval_frames})", resize] + targets_ops
-  return (train + [f"keep{keys!r}"], evaluation + [f"keep{keys + ('segmentations',)!r}"])
-
-
-def savi_plus_plus_config(dataset: str, max_instances: int,
-                          targets: dict[str, int] | None = None) -> ml_collections.ConfigDict:
-  """SAVi++ on MOVi (`dataset` e.g. "movi_c"): 128x128 frames, ResNet-34 encoder
-  with a Transformer head, box-conditioned slots of size 128 (objects plus
-  background), one SA iteration per frame, Transformer predictor, 4-layer
-  broadcast decoder for flow and depth; 6-frame training windows, 24-frame
-  evaluation in slices of 6. The network and schedule are SAVi++'s
-  (docs/fidelity.md). `targets` (`{name: channels}`, default flow 3 + depth 1)
-  sets what the decoder predicts, each with an MSE loss."""
-  from invariant_slots.lib import config_defaults  # pylint: disable=g-import-not-at-top
-  config = config_defaults.training_defaults()
-  config.pipeline = "video"
-  config.batch_size = 64
-  config.num_train_steps = 500_000
-  config.learning_rate = 2e-4
-  config.lr_schedule = "cosine"
-  config.warmup_steps = 2500
-  config.max_grad_norm = 0.05
-  config.eval_every_steps = 5000
-  config.checkpoint_every_steps = 5000
-  config.num_eval_images = 4
-  config.eval_slice_length = 6
-
-  targets = targets or {"flow": 3, "depth": 1}
-  data = ml_collections.ConfigDict()
-  data.source = "movi"
-  data.name = f"{dataset}/128x128:1.0.0"
-  data.data_dir = "gs://kubric-public/tfds"
-  data.resolution = (128, 128)
-  data.max_instances = max_instances
-  data.shuffle_buffer_size = 8 * config.batch_size
-  data.num_shards = 0
-  data.preprocess_train, data.preprocess_eval = video_preprocessing(
-      max_instances, 128, train_frames=6, eval_frames=24, targets=tuple(targets),
-      train_crop=0.75)
-  config.data = data
-
-  model = ml_collections.ConfigDict()
-  model.num_slots = max_instances + 1
-  model.slot_size = 128
-  model.targets = targets
-  # The SAVi++ network module by module (docs/fidelity.md): ResNet-34 with the
-  # 3x3 stem for small inputs, the Transformer encoder head giving 64-d tokens,
-  # boxes (and a zero box for the background) through an MLP, SA with qkv 256
-  # and no MLP, a post-LN predictor and 1x1 readouts of the broadcast decoder.
-  model.encoder = dict(name="ResNet34", width=64, stem_kernel_size=3, stem_stride=1,
-                       stem_activation=False, mlp_size=64, position_embedding="linear",
-                       transformer=dict(num_layers=4, num_heads=4, qkv_size=64,
-                                        transformer_mlp_size=1024))
-  model.initializer = dict(conditioning="boxes", hidden_size=256, background_slot=True,
-                           zero_box_background=True)
-  model.corrector = dict(name="SA", num_iterations=1, qkv_size=256, mlp_size=0)
-  model.predictor = dict(num_heads=4, qkv_size=256, mlp_size=1024)
-  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=(64,) * 4,
-                       strides=(2,) * 4, kernel_size=5, readout="dense",
-                       position_embedding="linear")
-  config.model = model
-  config.losses = ml_collections.ConfigDict({
-      name: {"type": "mse", "prediction": name, "target": name, "weight": 1.0}
-      for name in targets})
-  return config
