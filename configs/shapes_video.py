@@ -46,13 +46,18 @@ def get_config() -> ml_collections.ConfigDict:
   data.preprocess_train, data.preprocess_eval = config_defaults.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
+  # SAVi++'s linear position grids and corrector / predictor widths (qkv 128,
+  # predictor MLP 256) at CPU widths; the MLP encoder head, learned background
+  # slot, SA's MLP and the 3x3 conv readout stay, because with SAVi++'s
+  # Transformer head, zero box, SA without MLP and 1x1 readouts the model did
+  # not leave the one-blurry-background plateau in a CPU budget (docs/fidelity.md).
   model = config.model
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
-                       mlp_size=64)
+                       mlp_size=64, position_embedding="linear")
   model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True)
-  model.corrector = dict(name="SA", num_iterations=1, mlp_size=128)
-  model.predictor = dict(num_heads=4, mlp_size=128)
+  model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=128)
+  model.predictor = dict(num_heads=4, qkv_size=128, mlp_size=256)
   model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
-                       strides=[2, 2], kernel_size=5)
+                       strides=[2, 2], kernel_size=5, position_embedding="linear")
   return config

@@ -57,11 +57,11 @@ def test_modules_train_step_and_model_specs_import_without_tensorflow(blocked_en
 
 
 def test_the_accelerator_benchmark_runs_without_tensorflow(blocked_env):
-  result = _run(["benchmarks/accelerator.py", "--configs=shapes_video,shapes_multiview",
-                 "--dtypes=float32,bfloat16", "--steps=1", "--max_batch=2"], blocked_env)
+  result = _run(["benchmarks/accelerator.py", "--configs=shapes_multiview",
+                 "--dtypes=bfloat16", "--steps=1", "--max_batch=2"], blocked_env)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = [line for line in result.stdout.splitlines() if line.startswith("| shapes")]
-  assert len(rows) == 4, result.stdout
+  assert len(rows) == 1, result.stdout
   assert not any("failed" in row for row in rows), result.stdout
   assert all(float(row.split("|")[5]) > 0 for row in rows)  # steps/s
 

@@ -5,7 +5,7 @@ a machine that has none of them (`invariant_slots.plan`, benchmarks/accelerator.
 `lib/trainer.py` adds the data, checkpoints and metric writers around it.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import jax
@@ -52,16 +52,17 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   return optax.chain(*parts, optax.adam(schedule))
 
 
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-  """A `(data, fsdp)` mesh over every device of every process.
+def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
+  """A `(data, fsdp)` mesh over `devices` (default: every device of every process).
 
   `config.mesh.fsdp` devices share each large parameter (ZeRO-3 style); the
   default of 1 is pure data parallelism. The batch is split over both axes.
   """
+  devices = jax.devices() if devices is None else list(devices)
   fsdp = config.get("mesh", {}).get("fsdp", 1)
-  if jax.device_count() % fsdp:
-    raise ConfigError(f"mesh.fsdp={fsdp} does not divide the {jax.device_count()} devices.")
-  return Mesh(np.asarray(jax.devices()).reshape(-1, fsdp), ("data", "fsdp"))
+  if len(devices) % fsdp:
+    raise ConfigError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices.")
+  return Mesh(np.asarray(devices).reshape(-1, fsdp), ("data", "fsdp"))
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int) -> Any:

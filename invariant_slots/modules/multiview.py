@@ -114,6 +114,9 @@ class SRTEncoder(nn.Module):
   # patch's mean ray is projected (weights starting at zero) and added to the
   # patch's feature, so the features of a new model follow image content.
   ray_input: str = "pixels"
+  # Recompute each Transformer layer in the backward pass (the attention over
+  # all views' tokens is the encoder's largest activation).
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images: Array, origins: Array, directions: Array) -> Array:
@@ -151,8 +154,10 @@ class SRTEncoder(nn.Module):
       x = x + first_view[jnp.minimum(jnp.arange(views), 1)][None, :, None]
     x = x.reshape((batch, -1, self.hidden_size))
     for index in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size, qkv_bias=self.qkv_bias,
-                           activation=self.activation, name=f"transformer_{index}")(x)
+      block = TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size,
+                               qkv_bias=self.qkv_bias, activation=self.activation,
+                               name=f"transformer_{index}")
+      x = remat.call(block, x, remat=self.remat)
     if self.output_size is None:
       return x
     x = nn.LayerNorm(name="output_norm")(x)
@@ -241,7 +246,9 @@ class OSRT(nn.Module):
   # Rays decoded at once (0: all); bounds the decoder's memory when rendering
   # whole views. Rays are independent, so the result does not depend on it.
   ray_chunk_size: int = 0
-  remat: bool = False  # Recompute encoder, corrector and each ray chunk in the backward pass.
+  # Recompute the corrector and each ray chunk in the backward pass (the
+  # encoder's layers: `SRTEncoder.remat`).
+  remat: bool = False
 
   def __call__(self, batch: dict[str, Array], train: bool = False) -> dict[str, Array]:
     """Encodes the input views and renders the target rays.
@@ -257,8 +264,8 @@ class OSRT(nn.Module):
       `slots [batch, num_slots, slot_size]` and the corrector's
       `attention [batch, num_iterations, num_slots, num_latents]`.
     """
-    latents = remat.call(self.encoder, batch["input_image"], batch["input_origins"],
-                         batch["input_directions"], remat=self.remat)
+    latents = self.encoder(batch["input_image"], batch["input_origins"],
+                           batch["input_directions"])
     slots = self.initializer(latents.shape[0])
     slots, attention = remat.call(self.corrector, slots, latents, remat=self.remat,
                                   train=train)
@@ -292,7 +299,8 @@ def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
     raise ConfigError("model.corrector.num_iterations must be >= 1.")
   ray_encoding = RayEncoding(**model.ray_encoding)
   try:
-    encoder = SRTEncoder(**model.encoder, ray_encoding=ray_encoding)
+    encoder = SRTEncoder(**model.encoder, ray_encoding=ray_encoding,
+                         remat=config.get("remat", False))
     decoder = SlotMixerDecoder(**model.decoder, ray_encoding=ray_encoding)
   except TypeError as e:
     raise ConfigError(f"Bad model.encoder or model.decoder options: {e}") from None
