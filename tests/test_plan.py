@@ -54,7 +54,7 @@ def test_the_plan_counts_the_models_parameters(shapes_plan):
 
 
 def test_the_plan_reports_the_compiled_step_and_the_fit(shapes_plan):
-  assert "batch 16 on 2 devices" in shapes_plan["config"]
+  assert "batch 16 on 2 forced CPU devices" in shapes_plan["config"]
   temporary = _mib(shapes_plan["compiled step: temporary memory per device"])
   assert temporary > 0
   total = _mib(shapes_plan["total per device (state as configured + batch + temporary)"])
