@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from invariant_slots.lib import config_defaults  # pylint: disable=g-import-not-at-top,wrong-import-position
+from invariant_slots import config_files  # pylint: disable=g-import-not-at-top,wrong-import-position
 from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -89,7 +89,7 @@ def _is_out_of_memory(error: Exception) -> bool:
 def run(name: str, overrides: dict[str, Any], num_steps: int,
         max_batch: int | None) -> tuple[int, dict]:
   """(batch size that ran, timings) for one config, halving the batch on OOM."""
-  config = config_defaults.load_config(os.path.join(REPO, "configs", f"{name}.py"), **overrides)
+  config = config_files.load_config(os.path.join(REPO, "configs", f"{name}.py"), **overrides)
   batch_size = min(config.batch_size, max_batch or config.batch_size)
   while True:
     config.batch_size = max(batch_size - batch_size % jax.device_count(), jax.device_count())

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 import torch_reference
+from invariant_slots import config_files
 from invariant_slots import pipelines
-from invariant_slots.lib import config_defaults
 from invariant_slots.lib import training
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -29,10 +29,11 @@ CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def jax_step(batch_size: int, resolution: int, num_slots: int, dtype: str):
   """Returns `run()` doing one jitted train step of our model (blocking)."""
-  config = config_defaults.load_config(CONFIG, **{
+  config = config_files.load_config(CONFIG, **{
       "batch_size": batch_size, "model.num_slots": num_slots,
       "data.resolution": (resolution, resolution)})
-  config.model = config_defaults.slot_attention_model(num_slots, resolution)
+  from configs import common  # pylint: disable=g-import-not-at-top  (importable once a config loaded)
+  config.model = common.slot_attention_model(num_slots, resolution)
   if dtype != "float32":
     config.dtype = dtype
   pipeline = pipelines.get_pipeline(config)

@@ -24,7 +24,8 @@ import json
 import os
 import statistics
 
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
+from invariant_slots import pipelines
 from invariant_slots.lib import trainer
 from invariant_slots.modules.correctors import CORRECTORS
 
@@ -34,15 +35,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(config_path: str, workdir: str, steps: int, seed: int, corrector: str,
         iterations: int, overrides: dict) -> dict[str, float]:
   """Trains one configuration (or re-evaluates it) and returns its eval scalars."""
-  config = config_defaults.load_config(os.path.join(REPO, config_path), **{
+  config = config_files.load_config(os.path.join(REPO, config_path), **{
       **overrides, "seed": seed, "num_train_steps": steps, "eval_every_steps": steps,
       "checkpoint_every_steps": steps, "model.corrector.name": corrector,
       "model.corrector.num_iterations": iterations})
   run_dir = os.path.join(workdir, f"{corrector}_N{iterations}_seed{seed}")
-  scalars = trainer.train_and_evaluate(config, run_dir)
+  pipeline = pipelines.get_pipeline(config)
+  scalars = trainer.train_and_evaluate(config, run_dir, pipeline)
   if not scalars:  # Trained to `steps` before: evaluate its last checkpoint.
     config.num_train_steps = 0
-    scalars = trainer.train_and_evaluate(config, run_dir)
+    scalars = trainer.train_and_evaluate(config, run_dir, pipeline)
   return scalars
 
 

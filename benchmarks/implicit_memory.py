@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from invariant_slots import pipelines
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import training
 from invariant_slots.modules.correctors import CORRECTORS
 
@@ -30,7 +30,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def measure(corrector: str, iterations: int, batch_size: int, repeats: int) -> dict[str, float]:
-  config = config_defaults.load_config(CONFIG, **{
+  config = config_files.load_config(CONFIG, **{
       "model.corrector.name": corrector, "model.corrector.num_iterations": iterations,
       "batch_size": batch_size})
   pipeline = pipelines.get_pipeline(config)

@@ -16,7 +16,7 @@ import time
 import jax
 
 from invariant_slots import pipelines
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import training
@@ -30,7 +30,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--rounds", type=int, default=3)
   args = parser.parse_args()
-  config = config_defaults.load_config(os.path.join(REPO, args.config))
+  config = config_files.load_config(os.path.join(REPO, args.config))
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
   tx = training.make_optimizer(config)

@@ -21,7 +21,7 @@ import time
 import jax
 
 from invariant_slots import pipelines
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import training
@@ -35,7 +35,7 @@ DEFAULT_CONFIGS = ("configs/shapes.py", "configs/shapes_video.py",
 def measure(config_path: str, corrector: str, steps: int, warmup: int,
             overrides: dict) -> dict:
   """Times the train step of `config_path` with `corrector`."""
-  config = config_defaults.load_config(
+  config = config_files.load_config(
       os.path.join(REPO, config_path), **{"model.corrector.name": corrector, **overrides})
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)

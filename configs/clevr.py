@@ -8,9 +8,9 @@ Needs the original TFRecord file (gs://multi-object-datasets/clevr_with_masks/):
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  return config_defaults.clevr_config(num_slots=11)
+  return common.clevr_config(num_slots=11)

@@ -11,12 +11,12 @@ shape, size and presence; AP distance thresholds are in CLEVR scene units.
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
+  config = common.training_defaults()
   config.pipeline = "set_prediction"
   config.batch_size = 512
   config.num_train_steps = 150_000

@@ -8,9 +8,9 @@ The default data_dir is the public bucket gs://kubric-public/tfds.
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  return config_defaults.savi_plus_plus_config("movi_a", max_instances=10)
+  return common.savi_plus_plus_config("movi_a", max_instances=10)

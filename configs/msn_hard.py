@@ -16,12 +16,12 @@ module (docs/fidelity.md): SRT encoder, Slot Attention with one iteration from
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
+  config = common.training_defaults()
   config.pipeline = "multiview"
   config.batch_size = 256
   config.num_train_steps = 4_000_000
@@ -59,17 +59,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.slot_size = 1536
   config.model.ray_encoding = dict(origin_octaves=15, origin_start_octave=-5,
                                    direction_octaves=15, direction_start_octave=0)
-  config.model.encoder = dict(features=[192, 384, 768], hidden_features=[96, 192, 384],
-                              conv_bias=False, hidden_size=768, num_layers=5, num_heads=12,
-                              qkv_size=768, qkv_bias=False, mlp_size=1536,
-                              activation="gelu_exact", first_view_embedding=False,
-                              output_size=None)
+  config.model.encoder = dict(name="SRT", features=[192, 384, 768],
+                              hidden_features=[96, 192, 384], conv_bias=False, hidden_size=768,
+                              num_layers=5, num_heads=12, qkv_size=768, qkv_bias=False,
+                              mlp_size=1536, activation="gelu_exact",
+                              first_view_embedding=False, output_size=None)
   config.model.initializer = dict(name="learned")
   config.model.corrector = dict(name="SA", num_iterations=1, mlp_size=3072)
-  config.model.decoder = dict(hidden_size=180, query_mlp_size=360, num_layers=2, num_heads=12,
-                              qkv_size=1536, qkv_bias=False, mlp_size=3072,
-                              activation="gelu_exact", mixing_size=1536, slot_norm=False,
-                              mixing_norm=False, render_input="queries",
+  config.model.decoder = dict(name="SlotMixer", hidden_size=180, query_mlp_size=360,
+                              num_layers=2, num_heads=12, qkv_size=1536, qkv_bias=False,
+                              mlp_size=3072, activation="gelu_exact", mixing_size=1536,
+                              slot_norm=False, mixing_norm=False, render_input="queries",
                               render_sizes=[1536, 1536, 1536, 1536],
                               render_activation="leaky_relu")
   # Whole held-out views (5 x 128 x 128 rays) are rendered in chunks at evaluation.

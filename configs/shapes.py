@@ -11,12 +11,12 @@ occlusion, `num_colors=0` for the full 10-hue palette).
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
+  config = common.training_defaults()
   config.batch_size = 16
   config.num_train_steps = 6000
   config.learning_rate = 1e-3

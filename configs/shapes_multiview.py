@@ -13,12 +13,12 @@ on 2 CPU cores (results in docs/multiview.md).
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
+  config = common.training_defaults()
   config.pipeline = "multiview"
   config.batch_size = 8
   config.num_train_steps = 6000
@@ -56,12 +56,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.slot_size = 128
   config.model.ray_encoding = dict(origin_octaves=4, origin_start_octave=-3,
                                    direction_octaves=6, direction_start_octave=0)
-  config.model.encoder = dict(features=[16, 64], hidden_size=128, num_layers=2, num_heads=4,
-                              mlp_size=256, output_size=128, ray_input="patches")
+  config.model.encoder = dict(name="SRT", features=[16, 64], hidden_size=128, num_layers=2,
+                              num_heads=4, mlp_size=256, output_size=128, ray_input="patches")
   config.model.initializer = dict(name="learned")
   config.model.corrector = dict(name="SA", num_iterations=3, mlp_size=256)
-  config.model.decoder = dict(hidden_size=128, num_layers=2, num_heads=4, mlp_size=256,
-                              render_sizes=[192, 192])
+  config.model.decoder = dict(name="SlotMixer", hidden_size=128, num_layers=2, num_heads=4,
+                              mlp_size=256, render_sizes=[192, 192])
 
   # Orbit of `invariant_slots.render` (distance and elevation follow the input cameras).
   config.render = dict(num_frames=24, fov_deg=45.0)

@@ -13,12 +13,12 @@ of 1/6 of the image side (the image spans 6 units, like CLEVR's [-3, 3] scene).
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
+  config = common.training_defaults()
   config.pipeline = "set_prediction"
   config.batch_size = 32
   config.num_train_steps = 5_000

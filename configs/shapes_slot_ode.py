@@ -14,12 +14,12 @@ model, name another corrector after the file; it runs 3 iterations:
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config(corrector: str = "SlotODE") -> ml_collections.ConfigDict:
   """Returns the experiment config with `corrector` (SlotODE or a baseline)."""
-  config = config_defaults.training_defaults()
+  config = common.training_defaults()
   config.batch_size = 16
   config.num_train_steps = 3_000
   config.learning_rate = 1e-3

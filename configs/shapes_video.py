@@ -16,12 +16,12 @@ this recipe needs most on a CPU. Evaluation runs all 24 frames in slices of
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.savi_plus_plus_config("movi_shapes", max_instances=3,
+  config = common.savi_plus_plus_config("movi_shapes", max_instances=3,
                                        targets={"video": 3, "flow": 3})
   config.batch_size = 8
   config.num_train_steps = 2800
@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
                           num_train=1000, num_validation=64, seed=0)
   data.resolution = (32, 32)
   data.shuffle_buffer_size = 1000
-  data.preprocess_train, data.preprocess_eval = config_defaults.video_preprocessing(
+  data.preprocess_train, data.preprocess_eval = common.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
   # SAVi++'s linear position grids and corrector / predictor widths (qkv 128,
@@ -55,9 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
                        mlp_size=64, position_embedding="linear")
-  model.initializer = dict(conditioning="boxes", hidden_size=128, background_slot=True)
+  model.initializer = dict(name="conditioned", conditioning="boxes", hidden_size=128,
+                           background_slot=True)
   model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=128)
-  model.predictor = dict(num_heads=4, qkv_size=128, mlp_size=256)
+  model.predictor = dict(name="Transformer", num_heads=4, qkv_size=128, mlp_size=256)
   model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
                        strides=[2, 2], kernel_size=5, position_embedding="linear")
   return config

@@ -8,15 +8,15 @@ Needs the original TFRecord file (gs://multi-object-datasets/tetrominoes/):
 
 import ml_collections
 
-from invariant_slots.lib import config_defaults
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the experiment config."""
-  config = config_defaults.training_defaults()
-  config.data = config_defaults.multi_object_data(
+  config = common.training_defaults()
+  config.data = common.multi_object_data(
       "tetrominoes", resolution=(35, 35), max_instances=3, preprocess=[])
-  config.model = config_defaults.slot_attention_model(num_slots=4, resolution=32)
+  config.model = common.slot_attention_model(num_slots=4, resolution=32)
   # 35 is not 8 times a power of two: broadcast at full size, stride-1 convs.
   config.model.decoder = dict(name="SpatialBroadcast", broadcast_size=(35, 35),
                               features=[32, 32, 32], strides=[1, 1, 1], kernel_size=5)

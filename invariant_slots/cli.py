@@ -5,7 +5,7 @@ import sys
 
 from absl import flags
 
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import validation
 from invariant_slots.registry import ConfigError
 
@@ -33,7 +33,7 @@ def describe_config_error(argv: list[str], error: Exception) -> str:
   if path is None:
     return f"Bad --config ({error})."
   try:
-    validation.check_overrides(config_defaults.load_config(path.split(":", 1)[0]),
+    validation.check_overrides(config_files.load_config(path.split(":", 1)[0]),
                                validation.override_keys(argv))
   except ConfigError as e:
     return str(e)
@@ -45,6 +45,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   path = config_path(argv)
   if path is not None and not os.path.isfile(path.split(":", 1)[0]):
     fail(f"Config file {path} does not exist; pass one of configs/*.py.")
+  if path is not None:
+    config_files.make_importable(path.split(":", 1)[0])
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -70,12 +70,13 @@ def main(argv):
       # Imported here so that TF's and JAX's start-up happens after the checks.
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       tf.config.set_visible_devices([], "GPU")  # Keep accelerators for JAX.
+      from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
       from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
 
       pylogging.getLogger("absl").addFilter(_quiet_library_logs)
       _initialize_distributed()
       logging.info("Config:\n%s", config)
-      trainer.train_and_evaluate(config, workdir)
+      trainer.train_and_evaluate(config, workdir, pipelines.get_pipeline(config))
   except (ConfigError, FileNotFoundError, FloatingPointError) as e:
     cli.fail(str(e))
   except KeyboardInterrupt as e:

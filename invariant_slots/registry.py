@@ -1,6 +1,7 @@
 """Name -> class registries, so configs can name modules by string."""
 
 import ast
+import difflib
 from typing import Any, Callable, Generic, TypeVar
 
 import ml_collections
@@ -36,13 +37,18 @@ class Registry(Generic[T]):
 
   def get(self, name: str) -> type[T]:
     if name not in self._entries:
+      close = difflib.get_close_matches(str(name), self.names, n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
       raise ConfigError(
-          f"Unknown {self.kind} {name!r}; valid names: {', '.join(self.names)}.")
+          f"Unknown {self.kind} {name!r};{hint} valid names: {', '.join(self.names)}.")
     return self._entries[name]
 
   def build(self, config: ml_collections.ConfigDict | dict, **kwargs: Any) -> T:
     """Instantiates `config.name` with the remaining config keys plus kwargs."""
     options = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if "name" not in options:
+      raise ConfigError(f"The {self.kind} config {options} has no 'name'; "
+                        f"valid names: {', '.join(self.names)}.")
     name = options.pop("name")
     options.update(kwargs)
     cls = self.get(name)

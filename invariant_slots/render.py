@@ -91,8 +91,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import preprocessing  # pylint: disable=g-import-not-at-top
+  from invariant_slots import datasets  # pylint: disable=g-import-not-at-top
+  from invariant_slots.datasets import ops as preprocessing  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
@@ -114,7 +114,7 @@ def main(argv):
       checkpointer.close()
     if step is None:
       raise ConfigError(f"No checkpoint in {_WORKDIR.value}; train first.")
-    dataset, size = input_pipeline.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
+    dataset, size = datasets.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
     if not 0 <= _SCENE.value < size:
       raise ConfigError(f"--scene={_SCENE.value} is outside the {size} eval scenes.")
     dataset = dataset.skip(_SCENE.value).take(1).map(

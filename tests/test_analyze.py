@@ -14,7 +14,7 @@ import pytest
 
 from invariant_slots import analyze
 from invariant_slots.lib import checkpointing
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import metrics
 from invariant_slots.lib import training
 from invariant_slots.modules.correctors import CORRECTORS
@@ -104,7 +104,7 @@ def _tiny_overrides(data_dir):
 
 def test_analyze_command_writes_json_and_plots(shapes_data_dir, tmp_path):
   overrides = _tiny_overrides(shapes_data_dir)
-  config = config_defaults.load_config(CONFIG, **overrides)
+  config = config_files.load_config(CONFIG, **overrides)
   # A checkpoint in the trainer's format, with random weights (no compilation needed).
   pipeline = images.ImagePipeline()
   model = pipeline.build_model(config)

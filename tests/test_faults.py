@@ -31,12 +31,13 @@ from invariant_slots.datasets import movi
 from invariant_slots.datasets import multi_object
 from invariant_slots.datasets import shapes
 from invariant_slots.lib import checkpointing
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import trainer
 from invariant_slots.lib import workdir_lock
 from invariant_slots.registry import ConfigError
-from tests.training_utils import REPO, SHAPES_CONFIG, child_env, read_scalars
+from tests.training_utils import (REPO, SHAPES_CONFIG, child_env, read_scalars,
+                                  train_and_evaluate)
 
 # The reproduction settings on a 64-scene dataset, with a checkpoint
 # after every step so that one run leaves four to damage.
@@ -348,13 +349,13 @@ def test_resuming_with_another_model_is_refused(copy_run, shapes_data_dir):
 def test_resuming_with_another_slot_size_is_refused(copy_run, shapes_data_dir):
   workdir = copy_run()
   before = snapshot(workdir)
-  config = config_defaults.load_config(SHAPES_CONFIG, **{
+  config = config_files.load_config(SHAPES_CONFIG, **{
       **SETTINGS, "data.data_dir": shapes_data_dir, "num_train_steps": 6,
       "model.slot_size": 32})
   with pytest.raises(ConfigError, match=r"does not fit this config: params/\S+ is \([\d, ]+\) "
                                         r"in the checkpoint, \([\d, ]+\) now.*"
                                         r"model\.slot_size 64 -> 32"):
-    trainer.train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir)
   assert_intact(before, workdir)
 
 
@@ -489,7 +490,7 @@ def test_a_truncated_gzip_tfrecord_names_the_file_and_record(tmp_path):
   multi_object.write_examples("tetrominoes", path,
                               [multi_object.random_example("tetrominoes", rng) for _ in range(8)])
   os.truncate(path, os.path.getsize(path) * 2 // 3)
-  config = config_defaults.load_config(os.path.join(REPO, "configs", "tetrominoes.py"),
+  config = config_files.load_config(os.path.join(REPO, "configs", "tetrominoes.py"),
                                        **{"data.path": path})
   with pytest.raises(ConfigError) as error:
     with input_pipeline.naming_data_errors(config):

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from invariant_slots import pipelines
 from invariant_slots.datasets import multi_object
-from invariant_slots.lib import config_defaults
-from invariant_slots.lib import input_pipeline
+from invariant_slots import config_files
+from invariant_slots import datasets
 from invariant_slots.lib import training
 from invariant_slots.modules import attention
 from invariant_slots.modules import decoders
@@ -107,21 +107,21 @@ def module_counts(shapes, modules: dict[str, tuple[str, ...]]) -> dict[str, int]
 
 @pytest.mark.parametrize("name,num_slots", [("movi_c", 11), ("movi_e", 24)])
 def test_savi_plus_plus_configs_have_the_published_parameter_counts(name, num_slots):
-  config = config_defaults.load_config(config_path(name))
+  config = config_files.load_config(config_path(name))
   assert config.model.num_slots == num_slots
   assert module_counts(parameter_shapes(config), VIDEO_MODULES) == SAVI_PLUS_PLUS
   assert sum(SAVI_PLUS_PLUS.values()) == 23_131_525
 
 
 def test_msn_hard_config_has_the_published_osrt_parameter_counts():
-  shapes = parameter_shapes(config_defaults.load_config(config_path("msn_hard")))
+  shapes = parameter_shapes(config_files.load_config(config_path("msn_hard")))
   assert module_counts(shapes, OSRT_MODULES) == OSRT
   assert sum(OSRT.values()) + OSRT_GRU_REDUNDANT_BIASES == 83_150_703
   assert shapes["initializer/slots"] == (32, 1536)  # Learned, not sampled.
 
 
 def test_clevr6_config_is_the_paper_setting():
-  config = config_defaults.load_config(config_path("clevr6"))
+  config = config_files.load_config(config_path("clevr6"))
   assert sum(int(np.prod(s)) for s in parameter_shapes(config).values()) == CLEVR6_TOTAL
   assert (config.model.num_slots, config.data.max_objects, config.batch_size) == (7, 6, 64)
   assert (config.learning_rate, config.warmup_steps, config.lr_decay_steps,
@@ -178,7 +178,7 @@ def train_step_shapes(config):
 @pytest.mark.parametrize("network", ["movi_c", "movi_e", "msn_hard", "clevr6"])
 def test_every_corrector_builds_and_trains_a_step_in_every_published_network(network,
                                                                             corrector):
-  config = config_defaults.load_config(config_path(network), **{
+  config = config_files.load_config(config_path(network), **{
       **SMALL_INPUTS[network], "batch_size": 1, "model.corrector.name": corrector})
   params, loss = train_step_shapes(config)
   assert loss.shape == ()
@@ -196,7 +196,7 @@ def _reduced(network: str) -> dict:
             "model.encoder.transformer": dict(num_layers=1, num_heads=2, qkv_size=8,
                                               transformer_mlp_size=16),
             "model.initializer.hidden_size": 16, "model.corrector.qkv_size": 32,
-            "model.predictor": dict(num_heads=2, qkv_size=32, mlp_size=32),
+            "model.predictor": dict(name="Transformer", num_heads=2, qkv_size=32, mlp_size=32),
             "model.decoder.features": (8, 8, 8, 8), "model.decoder.broadcast_size": (2, 2)}
   return {"data.resolution": (16, 16), "model.slot_size": 32, "model.num_slots": 4,
           "model.encoder.features": [16, 16, 16], "model.encoder.hidden_features": [8, 8, 8],
@@ -212,7 +212,7 @@ def _reduced(network: str) -> dict:
 
 @pytest.mark.parametrize("network", ["movi_c", "msn_hard"])
 def test_published_structures_compute_a_train_step(network):
-  config = config_defaults.load_config(config_path(network), **{
+  config = config_files.load_config(config_path(network), **{
       **_reduced(network), "batch_size": 1, "warmup_steps": 0})
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
@@ -318,12 +318,12 @@ def test_max_objects_keeps_only_scenes_with_that_many_objects(tmp_path):
   examples = [multi_object.random_example("clevr_with_masks", rng) for _ in range(12)]
   path = str(tmp_path / "clevr.tfrecords")
   multi_object.write_examples("clevr_with_masks", path, examples)
-  data = config_defaults.load_config(config_path("clevr6")).data
+  data = config_files.load_config(config_path("clevr6")).data
   data.path, data.num_eval_examples = path, 2
   counts = [int(e["visibility"][1:].sum()) for e in examples]
   kept = [c for c in counts if c <= 6]
   assert 2 < len(kept) < len(counts)
-  evaluation, _ = input_pipeline.DATA_SOURCES.get("multi_object")(data, False, 1, 0)
-  train, _ = input_pipeline.DATA_SOURCES.get("multi_object")(data, True, 1, 0)
+  evaluation, _ = datasets.DATA_SOURCES.get("multi_object")(data, False, 1, 0)
+  train, _ = datasets.DATA_SOURCES.get("multi_object")(data, True, 1, 0)
   seen = [int(tf.reduce_sum(f["visibility"][1:])) for f in list(evaluation) + list(train)]
   assert seen == kept

@@ -70,9 +70,9 @@ def _tiny_config_file(tmp_path, data_dir: str, **overrides) -> str:
   options = {**TINY, "data.data_dir": data_dir, "num_train_steps": 1,
              "checkpoint_every_steps": 1, **overrides}
   path = tmp_path / "tiny_config.py"
-  path.write_text("from invariant_slots.lib import config_defaults\n\n\n"
+  path.write_text("from invariant_slots import config_files\n\n\n"
                   "def get_config():\n"
-                  f"  return config_defaults.load_config('configs/shapes.py', **{options!r})\n")
+                  f"  return config_files.load_config('configs/shapes.py', **{options!r})\n")
   return str(path)
 
 

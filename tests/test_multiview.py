@@ -18,11 +18,10 @@ import tensorflow_datasets as tfds
 from invariant_slots import pipelines
 from invariant_slots.datasets import multishapenet
 from invariant_slots.datasets import shapes_multiview
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import model_specs
-from invariant_slots.lib import preprocessing
-from invariant_slots.lib import trainer
+from invariant_slots.datasets import ops as preprocessing
 from invariant_slots.lib import training
 from invariant_slots.modules import multiview
 from invariant_slots.modules.correctors import CORRECTORS
@@ -49,17 +48,17 @@ TINY = {
     "checkpoint_every_steps": 2,
     "num_eval_images": 1,
     "model.slot_size": 32,
-    "model.encoder": dict(features=[8, 16], hidden_size=32, num_layers=1, num_heads=2,
+    "model.encoder": dict(name="SRT", features=[8, 16], hidden_size=32, num_layers=1, num_heads=2,
                           mlp_size=32, output_size=32, ray_input="patches"),
     "model.corrector.mlp_size": 32,
-    "model.decoder": dict(hidden_size=32, num_layers=1, num_heads=2, mlp_size=32,
+    "model.decoder": dict(name="SlotMixer", hidden_size=32, num_layers=1, num_heads=2, mlp_size=32,
                           render_sizes=[32]),
     "render": dict(num_frames=3, fov_deg=45.0),
 }
 
 
 def tiny_config(data_dir: str, **overrides):
-  return config_defaults.load_config(CONFIG, **{**TINY, "data.data_dir": data_dir, **overrides})
+  return config_files.load_config(CONFIG, **{**TINY, "data.data_dir": data_dir, **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -263,7 +262,7 @@ def msn_data_dir(tmp_path_factory) -> str:
 
 
 def _msn_data(data_dir, **overrides):
-  return config_defaults.load_config(MSN_CONFIG, **{"data.data_dir": data_dir,
+  return config_files.load_config(MSN_CONFIG, **{"data.data_dir": data_dir,
                                                     "data.num_eval_examples": 0,
                                                     **overrides}).data
 
@@ -338,7 +337,7 @@ def test_embedded_twin_writes_the_published_layout():
 
 def test_embedded_twin_loader_rays_are_the_rendered_rays(tmp_path):
   options = dict(resolution=8, num_train=1, num_validation=2, seed=3)
-  data = config_defaults.load_config(CONFIG, **{
+  data = config_files.load_config(CONFIG, **{
       "data.data_dir": str(tmp_path), "data.shapes_multiview": options,
       "data.num_eval_examples": 0}).data
   evaluation, size = multishapenet.load_shapes_multiview(data, False, 1, 0)
@@ -381,8 +380,8 @@ MSN_TINY = {
 
 
 def test_msn_hard_trains_and_evaluates_on_the_published_layout(msn_data_dir, tmp_path):
-  config = config_defaults.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
-  scalars = trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  config = config_files.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
+  scalars = training_utils.train_and_evaluate(config, str(tmp_path / "run"))
   for key in ("eval/psnr", "eval/fg_ari", "eval/loss"):
     assert np.isfinite(scalars[key]), (key, scalars)
   assert training_utils.read_scalars(str(tmp_path / "run"), "train/loss").keys() == {1, 2}
@@ -565,7 +564,7 @@ def test_gradient_accumulation_equals_the_full_batch():
 
 
 def test_the_planned_train_batch_is_the_input_pipelines(msn_data_dir):
-  config = config_defaults.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
+  config = config_files.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
   batch = next(iter(input_pipeline.create_datasets(config).train))
   planned = model_specs.train_batch(config)
   assert set(planned) == set(batch) - {"target_ids"}

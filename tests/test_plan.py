@@ -1,5 +1,6 @@
 """`python -m invariant_slots.plan`: the memory plan of a config, run as users run it."""
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import model_specs
 from tests.training_utils import REPO, child_env
 
@@ -40,7 +41,7 @@ def shapes_plan() -> dict[str, str]:
 
 
 def test_the_plan_counts_the_models_parameters(shapes_plan):
-  config = config_defaults.load_config(SHAPES)
+  config = config_files.load_config(SHAPES)
   model = model_specs.build_model(config)
   variables = jax.eval_shape(
       lambda: model.init({"params": jax.random.PRNGKey(0), "slots": jax.random.PRNGKey(1)},
@@ -76,11 +77,8 @@ def test_a_batch_the_devices_do_not_divide_is_one_line():
 
 
 def test_a_tpu_topology_without_libtpu_is_one_line():
-  try:
-    import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+  if importlib.util.find_spec("libtpu") is not None:
     pytest.skip("libtpu is installed here")
-  except ImportError:
-    pass
   result = _plan(f"--config={SHAPES}", "--tpu_topology=v4:2x2x1")
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()

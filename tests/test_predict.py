@@ -19,9 +19,8 @@ NUM_SLOTS = 4  # configs/shapes.py
 @pytest.fixture(scope="module")
 def run_dir(shapes_data_dir, tmp_path_factory) -> str:
   """A 1-step run of the tiny shapes config (32x32, 4 slots), checkpointed."""
-  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("predict_run"))
-  trainer.train_and_evaluate(
+  training_utils.train_and_evaluate(
       training_utils.tiny_config(shapes_data_dir, num_train_steps=1), workdir)
   return workdir
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from invariant_slots.datasets import multi_object
-from invariant_slots.lib import preprocessing
+from invariant_slots.datasets import ops as preprocessing
 from invariant_slots.registry import ConfigError
 
 
@@ -52,7 +52,8 @@ def test_keep_drops_other_features_and_names_missing_ones():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("resise(64)", "Unknown preprocessing op 'resise'.*valid ops: .*resize"),
+    ("resise(64)",
+     "Unknown preprocessing op 'resise'; Did you mean 'resize'\\? valid names: .*resize"),
     ("resize(64", "Malformed"),
     ("resize(sixty)", "Bad arguments"),
 ])

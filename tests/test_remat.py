@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from invariant_slots import pipelines
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def _outputs_and_grads(config, remat: bool):
 ])
 def test_remat_keeps_parameters_outputs_and_gradients(config_name, overrides):
   path = os.path.join(REPO, "configs", config_name)
-  results = [_outputs_and_grads(config_defaults.load_config(path, **overrides), remat)
+  results = [_outputs_and_grads(config_files.load_config(path, **overrides), remat)
              for remat in (False, True)]
   (params, outputs, grads), (remat_params, remat_outputs, remat_grads) = results
   assert jax.tree.structure(params) == jax.tree.structure(remat_params)
@@ -57,7 +57,7 @@ def test_remat_keeps_parameters_outputs_and_gradients(config_name, overrides):
 
 
 def test_remat_recomputes_in_the_backward_pass():
-  config = config_defaults.load_config(os.path.join(REPO, "configs", "shapes.py"), remat=True)
+  config = config_files.load_config(os.path.join(REPO, "configs", "shapes.py"), remat=True)
   pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
   batch = _random_batch(jax.tree.map(np.asarray, pipeline.example_batch(config)))

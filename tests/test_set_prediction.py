@@ -12,12 +12,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from invariant_slots.datasets import shapes
-from invariant_slots.lib import config_defaults
-from invariant_slots.lib import input_pipeline
+from invariant_slots import config_files
+from invariant_slots import datasets
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
-from invariant_slots.lib import preprocessing
-from invariant_slots.pipelines import set_prediction as set_prediction_pipeline
+from invariant_slots.datasets import ops as preprocessing
+from invariant_slots.datasets import set_targets
 from invariant_slots.registry import ConfigError
 from tests import training_utils
 
@@ -171,7 +171,7 @@ class _LocalClevr(tfds.builder_cls("clevr"), skip_registration=True):
   """TFDS clevr 3.1.0 (the real schema) with a few generated scenes, no download."""
 
   name = "clevr"
-  VERSION = tfds.core.Version(set_prediction_pipeline.CLEVR_VERSION)
+  VERSION = tfds.core.Version(set_targets.CLEVR_VERSION)
   NUM_OBJECTS = {"train": (3, 12, 5), "validation": (2, 4)}
 
   def _split_generators(self, dl_manager):
@@ -203,14 +203,14 @@ def clevr_dir(tmp_path_factory) -> str:
 
 
 def _clevr_config(data_dir: str) -> ml_collections.ConfigDict:
-  return config_defaults.load_config(
+  return config_files.load_config(
       os.path.join(training_utils.REPO, "configs", "clevr_set_prediction.py"),
       **{"data.data_dir": data_dir})
 
 
 def test_clevr_loader_reads_tfds_schema(clevr_dir):
   config = _clevr_config(clevr_dir)
-  load = input_pipeline.DATA_SOURCES.get("clevr")
+  load = datasets.DATA_SOURCES.get("clevr")
   train, size = load(config.data, True, 1, 0)
   assert size == 3
   examples = list(train.map(preprocessing.build_ops(config.data.preprocess_train))
@@ -234,16 +234,15 @@ def test_clevr_loader_reads_tfds_schema(clevr_dir):
 def test_clevr_missing_names_the_synthetic_config(tmp_path):
   config = _clevr_config(str(tmp_path))
   with pytest.raises(ConfigError, match="shapes_set_prediction.py"):
-    input_pipeline.DATA_SOURCES.get("clevr")(config.data, True, 1, 0)
+    datasets.DATA_SOURCES.get("clevr")(config.data, True, 1, 0)
 
 
 @pytest.mark.slow
 def test_tiny_training_run_reports_ap(shapes_data_dir, tmp_path):
-  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
-  config = config_defaults.load_config(
+  config = config_files.load_config(
       os.path.join(training_utils.REPO, "configs", "shapes_set_prediction.py"),
       **{**training_utils.TINY, "data.data_dir": shapes_data_dir, "num_train_steps": 1})
-  scalars = trainer.train_and_evaluate(config, str(tmp_path))
+  scalars = training_utils.train_and_evaluate(config, str(tmp_path))
   for key in ("eval/ap_inf", "eval/ap_1", "eval/ap_0p5", "eval/ap_0p25", "eval/ap_0p125"):
     assert 0.0 <= scalars[key] <= 1.0
   assert np.isfinite(scalars["eval/loss"])

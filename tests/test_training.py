@@ -11,12 +11,12 @@ import optax
 import pytest
 
 from invariant_slots import pipelines
-from invariant_slots.lib import trainer
 from invariant_slots.lib import training
 from invariant_slots.lib import validation
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.registry import ConfigError
-from tests.training_utils import REPO, read_scalars, run_main, tiny_config, tiny_flags
+from tests.training_utils import (REPO, read_scalars, run_main, tiny_config, tiny_flags,
+                                  train_and_evaluate)
 
 
 def test_two_devices_give_the_same_losses_as_one(tmp_path, shapes_data_dir):
@@ -34,11 +34,11 @@ def test_two_devices_give_the_same_losses_as_one(tmp_path, shapes_data_dir):
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, shapes_data_dir):
   options = dict(num_train_steps=6, lr_schedule="constant", checkpoint_every_steps=3)
   straight = str(tmp_path / "straight")
-  trainer.train_and_evaluate(tiny_config(shapes_data_dir, **options), straight)
+  train_and_evaluate(tiny_config(shapes_data_dir, **options), straight)
   resumed = str(tmp_path / "resumed")
-  trainer.train_and_evaluate(tiny_config(shapes_data_dir, **{**options, "num_train_steps": 3}),
+  train_and_evaluate(tiny_config(shapes_data_dir, **{**options, "num_train_steps": 3}),
                              resumed)
-  trainer.train_and_evaluate(tiny_config(shapes_data_dir, **options), resumed)
+  train_and_evaluate(tiny_config(shapes_data_dir, **options), resumed)
   expected = read_scalars(straight, "train/loss")
   actual = read_scalars(resumed, "train/loss")
   assert sorted(actual) == sorted(expected) == list(range(1, 7))
@@ -51,13 +51,13 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shapes_data_dir):
 def test_every_corrector_trains_and_evaluates(tmp_path, shapes_data_dir, name):
   workdir = str(tmp_path / name)
   config = tiny_config(shapes_data_dir, num_train_steps=3, **{"model.corrector.name": name})
-  scalars = trainer.train_and_evaluate(config, workdir)
+  scalars = train_and_evaluate(config, workdir)
   for key in ("eval/fg_ari", "eval/ari", "eval/fg_miou", "eval/loss", "eval/psnr"):
     assert np.isfinite(scalars[key]), (key, scalars)
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "3"))
   assert read_scalars(workdir, "eval/fg_ari")[3] == pytest.approx(scalars["eval/fg_ari"])
   # num_train_steps=0 evaluates the checkpoint: same parameters, same numbers.
-  again = trainer.train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=0,
+  again = train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=0,
                                                  **{"model.corrector.name": name}), workdir)
   assert again["eval/fg_ari"] == pytest.approx(scalars["eval/fg_ari"], abs=1e-6)
 
@@ -70,7 +70,7 @@ def test_every_corrector_trains_and_evaluates(tmp_path, shapes_data_dir, name):
 def test_bad_config_errors(tmp_path, shapes_data_dir, overrides, message):
   config = tiny_config(shapes_data_dir, **overrides)
   with pytest.raises(ConfigError, match=message):
-    trainer.train_and_evaluate(config, str(tmp_path / "w"))
+    train_and_evaluate(config, str(tmp_path / "w"))
 
 
 def test_missing_dataset_names_the_synthetic_config(tmp_path):
@@ -98,13 +98,13 @@ def test_unknown_corrector_on_the_command_line(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shapes_data_dir):
   workdir = str(tmp_path / "diverge")
-  trainer.train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=2,
+  train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=2,
                                          checkpoint_every_steps=2), workdir)
   # An absurd learning rate overflows the parameters within a few more steps.
   config = tiny_config(shapes_data_dir, num_train_steps=8, checkpoint_every_steps=2,
                        learning_rate=1e30, lr_schedule="constant")
   with pytest.raises(FloatingPointError, match=r"Loss is (nan|inf) at step \d+.*step 2"):
-    trainer.train_and_evaluate(config, workdir)
+    train_and_evaluate(config, workdir)
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
                 if d.isdigit()) == [2]
 
@@ -120,7 +120,7 @@ def test_train_and_eval_steps_compile_once(tmp_path, shapes_data_dir, monkeypatc
 
   monkeypatch.setattr(jax, "jit", recording_jit)
   config = tiny_config(shapes_data_dir, num_train_steps=12, eval_every_steps=4)
-  trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  train_and_evaluate(config, str(tmp_path / "w"))
   # init, train step and eval step; each traced and compiled exactly once over
   # 12 steps and 3 evaluations of real input batches.
   assert len(jitted) >= 3

@@ -12,12 +12,12 @@ import tensorflow_datasets as tfds
 
 from invariant_slots.datasets import movi
 from invariant_slots.datasets import shapes
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import model_specs
-from invariant_slots.lib import preprocessing
+from invariant_slots.datasets import ops as preprocessing
 from invariant_slots.lib import training
-from invariant_slots.lib import video_ops
+from invariant_slots.datasets import video_ops
 from invariant_slots.modules import video as video_modules
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.pipelines import video as video_pipeline
@@ -253,13 +253,14 @@ def test_video_ari_equals_sklearn_on_the_flattened_video():
 
 def _tiny_video_config(data_dir: str, corrector: str):
   """`configs/shapes_video.py` with 16x16 frames and a minimal model."""
-  return config_defaults.load_config(SHAPES_VIDEO, **{
+  return config_files.load_config(SHAPES_VIDEO, **{
       "data.data_dir": data_dir, "batch_size": 2, "warmup_steps": 0,
       "data.resolution": (16, 16), "model.slot_size": 8,
       "model.encoder": {"name": "CNN", "features": [8], "strides": [2], "kernel_size": 3,
                         "mlp_size": 8},
       "model.corrector": {"name": corrector, "mlp_size": 8},
-      "model.predictor": {"num_heads": 2, "mlp_size": 8}, "model.initializer.hidden_size": 8,
+      "model.predictor": {"name": "Transformer", "num_heads": 2, "mlp_size": 8},
+      "model.initializer.hidden_size": 8,
       "model.decoder": {"name": "SpatialBroadcast", "broadcast_size": (16, 16),
                         "features": [8], "strides": [1], "kernel_size": 3}})
 
@@ -318,7 +319,7 @@ def test_movi_c_config_trains_and_evaluates_on_movi_c_schema_data(tmp_path, movi
 
 
 def test_the_planned_train_batch_is_the_input_pipelines(tmp_path):
-  config = config_defaults.load_config(SHAPES_VIDEO, **{
+  config = config_files.load_config(SHAPES_VIDEO, **{
       "data.data_dir": str(tmp_path), "batch_size": 2, "data.shuffle_buffer_size": 2,
       "data.movi_shapes.num_train": 2, "data.movi_shapes.num_validation": 2})
   batch = next(iter(input_pipeline.create_datasets(config).train))

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from invariant_slots.lib import config_defaults
+from invariant_slots import config_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_CONFIG = os.path.join(REPO, "configs", "shapes.py")
@@ -31,7 +31,7 @@ TINY = {
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   """The tiny shapes config with `data_dir` and dotted-key overrides."""
-  return config_defaults.load_config(
+  return config_files.load_config(
       SHAPES_CONFIG, **{**TINY, "data.data_dir": data_dir, **overrides})
 
 
@@ -64,3 +64,10 @@ def read_scalars(workdir: str, tag: str) -> dict[int, float]:
         if value.tag == tag:
           values[event.step] = float(np.asarray(tf.make_ndarray(value.tensor)))
   return values
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir` as `invariant_slots.main` does; the last eval's scalars."""
+  from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import trainer  # pylint: disable=g-import-not-at-top
+  return trainer.train_and_evaluate(config, workdir, pipelines.get_pipeline(config))

@@ -1,7 +1,7 @@
 """Base of the embedded synthetic datasets: TFDS builders that render locally."""
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
 from absl import logging
@@ -48,3 +48,19 @@ class LocallyGeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
     """Yields (index, example) pairs, deterministic per split and index."""
     for index in range(num_examples):
       yield index, self.generate(split, index)
+
+
+def config_name(options: Mapping[str, Any]) -> str:
+  """A builder-config name that encodes every option, so each variant has its own folder."""
+  return "_".join(f"{key}{value}" for key, value in sorted(options.items()))
+
+
+def prepared(builder: LocallyGeneratedBuilder, what: str) -> LocallyGeneratedBuilder:
+  """`builder`, after generating its data on first use (announcing `what` it generates)."""
+  if not builder.is_prepared():
+    config = builder.builder_config
+    total = config.num_train + config.num_validation
+    print(f"Generating the synthetic {what} ({total} examples) in {builder.data_dir} ...",
+          flush=True)
+    builder.download_and_prepare()
+  return builder

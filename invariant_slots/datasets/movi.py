@@ -48,6 +48,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from invariant_slots.datasets import local_builder
+from invariant_slots.datasets.sources import DATA_SOURCES
 from invariant_slots.datasets import shapes
 from invariant_slots.registry import ConfigError
 
@@ -463,12 +464,8 @@ def load_synthetic(config: MoviShapesConfig, split: str,
                    data_dir: str | os.PathLike[str] | None = None,
                    **as_dataset_kwargs: Any) -> tf.data.Dataset:
   """`split` of the synthetic dataset, generated on first use."""
-  builder = MoviShapes(config=config, data_dir=data_dir)
-  if not builder.is_prepared():
-    total = config.num_train + config.num_validation
-    print(f"Generating the synthetic MOVi-schema videos ({total}) in {builder.data_dir} ...",
-          flush=True)
-    builder.download_and_prepare()
+  builder = local_builder.prepared(MoviShapes(config=config, data_dir=data_dir),
+                                   "MOVi-schema videos")
   return builder.as_dataset(split=split, **as_dataset_kwargs)
 
 
@@ -503,33 +500,29 @@ def movi_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
 def synthetic_config(data) -> MoviShapesConfig:
   """The synthetic builder config of `data.movi_shapes`; its name encodes the options."""
   options = dict(data.movi_shapes)
-  name = "_".join(f"{key}{value}" for key, value in sorted(options.items()))
   try:
-    return MoviShapesConfig(name=name, **options)
+    return MoviShapesConfig(name=local_builder.config_name(options), **options)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"Bad data.movi_shapes: {e}") from None
 
 
-def _register_sources() -> None:
-  """Registers the "movi" and "movi_shapes" data sources of the input pipeline."""
-  from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
-
-  @input_pipeline.DATA_SOURCES.register("movi")
-  def _load_movi(data, train: bool, num_shards: int, shard: int):
-    builder = movi_builder(data.name, data.data_dir)
-    split = "train" if train else data.get("eval_split", "validation")
-    size = builder.info.splits[split].num_examples
-    dataset = builder.as_dataset(split=tfds.even_splits(split, n=num_shards)[shard],
-                                 decoders=skip_unused())
-    return dataset, size
-
-  @input_pipeline.DATA_SOURCES.register("movi_shapes")
-  def _load_movi_shapes(data, train: bool, num_shards: int, shard: int):
-    config = synthetic_config(data)
-    split = "train" if train else "validation"
-    size = config.num_train if train else config.num_validation
-    return load_synthetic(config, tfds.even_splits(split, n=num_shards)[shard],
-                          data.data_dir, decoders=skip_unused()), size
+@DATA_SOURCES.register("movi")
+def load_movi(data, train: bool, num_shards: int, shard: int) -> tuple[tf.data.Dataset, int]:
+  """Shard `shard` of `num_shards` of the MOVi dataset `data.name` in `data.data_dir`."""
+  builder = movi_builder(data.name, data.data_dir)
+  split = "train" if train else data.get("eval_split", "validation")
+  size = builder.info.splits[split].num_examples
+  dataset = builder.as_dataset(split=tfds.even_splits(split, n=num_shards)[shard],
+                               decoders=skip_unused())
+  return dataset, size
 
 
-_register_sources()
+@DATA_SOURCES.register("movi_shapes")
+def load_movi_shapes(data, train: bool, num_shards: int,
+                     shard: int) -> tuple[tf.data.Dataset, int]:
+  """Shard `shard` of `num_shards` of the synthetic videos of `data.movi_shapes`."""
+  config = synthetic_config(data)
+  split = "train" if train else "validation"
+  size = config.num_train if train else config.num_validation
+  return load_synthetic(config, tfds.even_splits(split, n=num_shards)[shard],
+                        data.data_dir, decoders=skip_unused()), size

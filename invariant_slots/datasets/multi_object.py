@@ -43,8 +43,11 @@ import glob as _glob
 import os
 from typing import Any, Mapping, Sequence
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
+
+from invariant_slots.datasets.sources import DATA_SOURCES
 
 __all__ = [
     "CLEVR_CROP",
@@ -492,3 +495,21 @@ def random_example(name: str, rng: np.random.Generator) -> dict[str, np.ndarray]
     color[~visible] = 0.0
     example["color"] = color.astype(np.float32)
   return example
+
+
+@DATA_SOURCES.register("multi_object")
+def load_source(data: ml_collections.ConfigDict, train: bool, num_shards: int,
+                shard: int) -> tuple[tf.data.Dataset, int | None]:
+  """Shard `shard` of `num_shards` of the TFRecord file at `data.path`.
+
+  The first `data.num_eval_examples` scenes (after the `data.max_objects`
+  filter) are the eval split, the rest the train split, whose size is not
+  known without reading the whole file (None).
+  """
+  dataset = load(data.name, os.path.expanduser(data.path))
+  if data.get("max_objects"):  # e.g. CLEVR6: scenes with at most 6 objects.
+    dataset = dataset.filter(
+        lambda features: tf.reduce_sum(features["visibility"][1:]) <= data.max_objects)
+  num_eval = data.num_eval_examples
+  dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
+  return dataset.shard(num_shards, shard), (None if train else num_eval)

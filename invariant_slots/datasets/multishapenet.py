@@ -40,9 +40,10 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from invariant_slots.datasets import local_builder
 from invariant_slots.datasets import shapes_multiview
-from invariant_slots.lib import input_pipeline
-from invariant_slots.lib import preprocessing
+from invariant_slots.datasets.ops import OPS, Op
+from invariant_slots.datasets.sources import DATA_SOURCES
 from invariant_slots.registry import ConfigError
 
 MSN_BUCKET = "gs://kubric-public/tfds"
@@ -149,24 +150,23 @@ def _split(data: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, t
   return (_numbered(dataset) if train else dataset), size
 
 
-@input_pipeline.DATA_SOURCES.register("multi_shapenet")
+@DATA_SOURCES.register("multi_shapenet")
 def load_multi_shapenet(data: ml_collections.ConfigDict, train: bool, num_shards: int,
                         shard: int) -> tuple[tf.data.Dataset, int]:
   """Shard `shard` of `num_shards` of MultiShapeNet-Hard's train or eval split."""
   return _split(data, msn_builder(data.data_dir), train, num_shards, shard)
 
 
-@input_pipeline.DATA_SOURCES.register("shapes_multiview")
+@DATA_SOURCES.register("shapes_multiview")
 def load_shapes_multiview(data: ml_collections.ConfigDict, train: bool, num_shards: int,
                           shard: int) -> tuple[tf.data.Dataset, int]:
   """Shard `shard` of `num_shards` of the synthetic dataset, generated on first use."""
   options = dict(data.shapes_multiview)
-  name = "_".join(f"{key}{value}" for key, value in sorted(options.items()))
-  config = shapes_multiview.ShapesMultiviewConfig(name=name, **options)
-  builder = shapes_multiview.ShapesMultiview(config=config, data_dir=data.data_dir)
-  if not builder.is_prepared():
-    print(f"Generating the synthetic multi-view dataset in {builder.data_dir} ...", flush=True)
-    builder.download_and_prepare()
+  config = shapes_multiview.ShapesMultiviewConfig(name=local_builder.config_name(options),
+                                                  **options)
+  builder = local_builder.prepared(
+      shapes_multiview.ShapesMultiview(config=config, data_dir=data.data_dir),
+      "multi-view scenes")
   return _split(data, builder, train, num_shards, shard)
 
 
@@ -201,9 +201,9 @@ def _check_views(features: dict[str, tf.Tensor], num_input_views: int) -> int:
   return num_views
 
 
-@preprocessing.register_op("multiview_train")
+@OPS.register("multiview_train")
 def multiview_train(num_input_views: int, num_target_rays: int, seed: int
-                    ) -> preprocessing.Op:
+                    ) -> Op:
   """Random input views and `num_target_rays` random rays of the other views."""
 
   def op(features):
@@ -225,8 +225,8 @@ def multiview_train(num_input_views: int, num_target_rays: int, seed: int
   return op
 
 
-@preprocessing.register_op("multiview_eval")
-def multiview_eval(num_input_views: int) -> preprocessing.Op:
+@OPS.register("multiview_eval")
+def multiview_eval(num_input_views: int) -> Op:
   """The first views as inputs, every pixel of the others as targets, with ids."""
 
   def op(features):

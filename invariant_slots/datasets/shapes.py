@@ -49,11 +49,13 @@ import os
 import zlib
 from typing import Any, Mapping, Sequence
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from invariant_slots.datasets import local_builder
+from invariant_slots.datasets.sources import DATA_SOURCES
 
 SHAPES: tuple[str, ...] = (
     "circle",
@@ -495,16 +497,27 @@ def load(config: str | ShapesConfig = "64x64", split: str = "train",
   Returns:
     A `tf.data.Dataset` of feature dicts (see the module docstring).
   """
-  builder = Shapes(config=config, data_dir=data_dir)
-  if not builder.is_prepared():
-    cfg = builder.builder_config
-    total = cfg.num_train + cfg.num_validation
-    print(f"Generating the synthetic shapes dataset ({total} examples) in "
-          f"{builder.data_dir} ...", flush=True)
-    builder.download_and_prepare()
+  builder = local_builder.prepared(Shapes(config=config, data_dir=data_dir), "shapes dataset")
   return builder.as_dataset(split=split, **as_dataset_kwargs)
 
 
 def builder_configs() -> Mapping[str, ShapesConfig]:
   """The predefined configs by name."""
   return {c.name: c for c in Shapes.BUILDER_CONFIGS}
+
+
+def config_from(data: ml_collections.ConfigDict) -> ShapesConfig:
+  """The builder config of `data.shapes`; its name encodes the options."""
+  options = dict(data.shapes)
+  return ShapesConfig(name=local_builder.config_name(options), **options)
+
+
+@DATA_SOURCES.register("shapes")
+def load_source(data: ml_collections.ConfigDict, train: bool, num_shards: int,
+                shard: int) -> tuple[tf.data.Dataset, int]:
+  """Shard `shard` of `num_shards` of the train or validation split of `data.shapes`."""
+  config = config_from(data)
+  split = "train" if train else "validation"
+  size = config.num_train if train else config.num_validation
+  split = tfds.even_splits(split, n=num_shards)[shard]
+  return load(config, split, data_dir=data.data_dir), size

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-import os
 import zlib
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from invariant_slots.datasets import local_builder
@@ -374,14 +372,3 @@ class ShapesMultiview(local_builder.LocallyGeneratedBuilder):
   def generate(self, split: str, index: int) -> dict[str, Any]:
     return generate_example(self.builder_config, split, index)
 
-
-def load(config: str | ShapesMultiviewConfig = "64x64", split: str = "train",
-         data_dir: str | os.PathLike[str] | None = None) -> tf.data.Dataset:
-  """`split` of the dataset as a `tf.data.Dataset`, generated on first use."""
-  builder = ShapesMultiview(config=config, data_dir=data_dir)
-  if not builder.is_prepared():
-    cfg = builder.builder_config
-    print(f"Generating the synthetic multi-view dataset ({cfg.num_train + cfg.num_validation} "
-          f"scenes) in {builder.data_dir} ...", flush=True)
-    builder.download_and_prepare()
-  return builder.as_dataset(split=split)

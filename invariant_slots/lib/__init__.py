@@ -1,0 +1,1 @@
+"""Training, evaluation, checkpointing, metrics and losses, shared by all pipelines."""

@@ -7,7 +7,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from invariant_slots.lib import input_pipeline
-from invariant_slots.pipelines.base import EvalStep, Pipeline
+from invariant_slots.lib.protocol import EvalStep, Pipeline
 
 Array = jax.Array
 

@@ -4,18 +4,17 @@ import contextlib
 import dataclasses
 import math
 import os
-from typing import Callable, Iterator
+from typing import Iterator
 
 import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
+from invariant_slots import datasets
 from invariant_slots.datasets import multi_object
-from invariant_slots.datasets import shapes
-from invariant_slots.lib import preprocessing
-from invariant_slots.registry import ConfigError, Registry
+from invariant_slots.datasets.ops import build_ops
+from invariant_slots.registry import ConfigError
 
 Batch = dict[str, np.ndarray]
 
@@ -27,42 +26,6 @@ class Datasets:
   train: tf.data.Dataset
   eval: tf.data.Dataset
   num_eval_examples: int
-
-
-def shapes_config(data: ml_collections.ConfigDict) -> shapes.ShapesConfig:
-  """The synthetic dataset's builder config; its name encodes its options."""
-  options = dict(data.shapes)
-  name = "_".join(f"{key}{value}" for key, value in sorted(options.items()))
-  return shapes.ShapesConfig(name=name, **options)
-
-
-# data.source name -> `load(data, train, num_shards, shard) -> (dataset, split size)`:
-# shard `shard` of `num_shards` of the train (train=True) or eval split, as a
-# `tf.data.Dataset` of feature dicts before preprocessing.
-DataSource = Callable[[ml_collections.ConfigDict, bool, int, int], tuple[tf.data.Dataset, int]]
-DATA_SOURCES: Registry[DataSource] = Registry("data source")
-
-
-@DATA_SOURCES.register("shapes")
-def _load_shapes(data: ml_collections.ConfigDict, train: bool, num_shards: int,
-                 shard: int) -> tuple[tf.data.Dataset, int]:
-  config = shapes_config(data)
-  split = "train" if train else "validation"
-  size = config.num_train if train else config.num_validation
-  split = tfds.even_splits(split, n=num_shards)[shard]
-  return shapes.load(config, split, data_dir=data.data_dir), size
-
-
-@DATA_SOURCES.register("multi_object")
-def _load_multi_object(data: ml_collections.ConfigDict, train: bool, num_shards: int,
-                       shard: int) -> tuple[tf.data.Dataset, int]:
-  dataset = multi_object.load(data.name, os.path.expanduser(data.path))
-  if data.get("max_objects"):  # e.g. CLEVR6: scenes with at most 6 objects.
-    dataset = dataset.filter(
-        lambda features: tf.reduce_sum(features["visibility"][1:]) <= data.max_objects)
-  num_eval = data.num_eval_examples
-  dataset = dataset.skip(num_eval) if train else dataset.take(num_eval)
-  return dataset.shard(num_shards, shard), num_eval
 
 
 def describe_data_error(data: ml_collections.ConfigDict, error: Exception) -> str:
@@ -87,7 +50,7 @@ def naming_data_errors(config: ml_collections.ConfigDict) -> Iterator[None]:
 def _load_split(data: ml_collections.ConfigDict, train: bool, num_shards: int,
                 shard: int) -> tuple[tf.data.Dataset, int]:
   """Shard `shard` of `num_shards` of the train or eval split, and the split's size."""
-  return DATA_SOURCES.get(data.source)(data, train, num_shards, shard)
+  return datasets.DATA_SOURCES.get(data.source)(data, train, num_shards, shard)
 
 
 def _train_shards(config: ml_collections.ConfigDict) -> list[int]:
@@ -131,7 +94,7 @@ def create_datasets(config: ml_collections.ConfigDict) -> Datasets:
   batch = local_batch_size(config.batch_size)
   shards = _train_shards(config)
   num_shards = len(shards) * jax.process_count()
-  preprocess_train = preprocessing.build_ops(data.preprocess_train)
+  preprocess_train = build_ops(data.preprocess_train)
   parts = []
   for shard in shards:
     part, _ = _load_split(data, train=True, num_shards=num_shards, shard=shard)
@@ -143,7 +106,7 @@ def create_datasets(config: ml_collections.ConfigDict) -> Datasets:
   train = train.prefetch(2).with_options(_options())
   evaluation, num_eval = _load_split(data, train=False, num_shards=jax.process_count(),
                                      shard=jax.process_index())
-  evaluation = evaluation.map(preprocessing.build_ops(data.preprocess_eval),
+  evaluation = evaluation.map(build_ops(data.preprocess_eval),
                               num_parallel_calls=tf.data.AUTOTUNE)
   evaluation = evaluation.batch(batch).prefetch(2).with_options(_options())
   return Datasets(train=train, eval=evaluation, num_eval_examples=num_eval)

@@ -1,4 +1,8 @@
-"""Training losses, configured as `config.losses = {name: {type, prediction, target, weight}}`."""
+"""Training losses, configured as `config.losses = {name: {type, prediction, target, weight}}`.
+
+A loss type is a function `(prediction, target) -> [batch]` registered in
+`LOSSES` under the name that `type` gives.
+"""
 
 from typing import Callable
 
@@ -6,33 +10,31 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from invariant_slots.registry import ConfigError
+from invariant_slots.registry import Registry
 
 Array = jax.Array
 
+LOSSES: Registry[Callable[[Array, Array], Array]] = Registry("loss type")
 
+
+@LOSSES.register("mse")
 def mse(prediction: Array, target: Array) -> Array:
   """Mean squared error per example: `[batch, ...]` -> `[batch]`."""
   return jnp.mean(jnp.square(prediction - target).reshape(prediction.shape[0], -1), axis=-1)
 
 
+@LOSSES.register("l1")
 def l1(prediction: Array, target: Array) -> Array:
   """Mean absolute error per example: `[batch, ...]` -> `[batch]`."""
   return jnp.mean(jnp.abs(prediction - target).reshape(prediction.shape[0], -1), axis=-1)
-
-
-LOSS_FUNCTIONS: dict[str, Callable[[Array, Array], Array]] = {"mse": mse, "l1": l1}
 
 
 def per_example_loss(losses: ml_collections.ConfigDict, outputs: dict[str, Array],
                      batch: dict[str, Array]) -> Array:
   """Weighted sum of the configured losses, `[batch]`."""
   total = 0.0
-  for name, spec in losses.items():
-    if spec.type not in LOSS_FUNCTIONS:
-      raise ConfigError(f"Unknown loss type {spec.type!r} in losses.{name}; valid types: "
-                        f"{', '.join(LOSS_FUNCTIONS)}.")
-    total = total + spec.weight * LOSS_FUNCTIONS[spec.type](
+  for spec in losses.values():
+    total = total + spec.weight * LOSSES.get(spec.type)(
         outputs[spec.prediction], batch[spec.target])
   return total
 
@@ -105,6 +107,7 @@ def _huber(x: Array, delta: float = 1.0) -> Array:
   return jnp.where(abs_x <= delta, 0.5 * jnp.square(x), delta * (abs_x - 0.5 * delta))
 
 
+@LOSSES.register("hungarian_huber")
 def hungarian_huber(prediction: Array, target: Array) -> Array:
   """Set loss: Huber loss (delta 1) after the best one-to-one slot matching.
 
@@ -123,6 +126,3 @@ def hungarian_huber(prediction: Array, target: Array) -> Array:
   assignment = jax.vmap(linear_sum_assignment)(jax.lax.stop_gradient(pairwise))
   matched = jnp.take_along_axis(pairwise, assignment[..., None], axis=-1)[..., 0]
   return jnp.sum(matched, axis=-1)
-
-
-LOSS_FUNCTIONS["hungarian_huber"] = hungarian_huber

@@ -16,11 +16,11 @@ from clu import parameter_overview
 from clu import periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec
 
-from invariant_slots import pipelines
 from invariant_slots.lib import checkpointing
 from invariant_slots.lib import evaluator
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import metrics
+from invariant_slots.lib import protocol
 from invariant_slots.lib import training
 from invariant_slots.lib import validation
 from invariant_slots.lib import workdir_lock
@@ -53,8 +53,9 @@ class _Preemption:
       signal.signal(signum, handler)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest readable checkpoint.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       pipeline: protocol.Pipeline) -> dict[str, float]:
+  """Trains `config` with `pipeline` in `workdir`, resuming from its latest readable checkpoint.
 
   Process 0 holds the workdir's lock throughout.
 
@@ -70,16 +71,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   validation.check_run(config, workdir)
   lock = workdir_lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, pipeline)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        pipeline: protocol.Pipeline) -> dict[str, float]:
   """`train_and_evaluate` under the workdir lock."""
   changes = validation.config_changes(config, workdir)
   mesh = training.make_mesh(config)
   data_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
   replicated = NamedSharding(mesh, PartitionSpec())
-  pipeline = pipelines.get_pipeline(config)
   model = pipeline.build_model(config)
   tx = training.make_optimizer(config)
   datasets = input_pipeline.create_datasets(config)

@@ -17,6 +17,8 @@ import ml_collections
 from invariant_slots.modules import remat
 from invariant_slots.modules.attention import ACTIVATIONS, TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.modules.decoders import DECODERS
+from invariant_slots.modules.encoders import ENCODERS
 from invariant_slots.modules.initializers import INITIALIZERS
 from invariant_slots.registry import ConfigError
 
@@ -80,6 +82,7 @@ def patch_rays(origins: Array, directions: Array, grid: tuple[int, int]
 RAY_INPUTS = ("pixels", "patches")
 
 
+@ENCODERS.register("SRT")
 class SRTEncoder(nn.Module):
   """Scene encoder of SRT: shared CNN over posed views, then a Transformer.
 
@@ -167,6 +170,7 @@ class SRTEncoder(nn.Module):
 RENDER_INPUTS = ("rays", "queries")
 
 
+@DECODERS.register("SlotMixer")
 class SlotMixerDecoder(nn.Module):
   """Slot Mixer: per-ray weights over slots from an allocation Transformer.
 
@@ -298,12 +302,9 @@ def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
   if model.corrector.get("num_iterations", 1) < 1:
     raise ConfigError("model.corrector.num_iterations must be >= 1.")
   ray_encoding = RayEncoding(**model.ray_encoding)
-  try:
-    encoder = SRTEncoder(**model.encoder, ray_encoding=ray_encoding,
-                         remat=config.get("remat", False))
-    decoder = SlotMixerDecoder(**model.decoder, ray_encoding=ray_encoding)
-  except TypeError as e:
-    raise ConfigError(f"Bad model.encoder or model.decoder options: {e}") from None
+  encoder = ENCODERS.build(model.encoder, ray_encoding=ray_encoding,
+                           remat=config.get("remat", False))
+  decoder = DECODERS.build(model.decoder, ray_encoding=ray_encoding)
   initializer = INITIALIZERS.build(model.initializer, num_slots=model.num_slots,
                                    slot_size=model.slot_size)
   corrector = CORRECTORS.build(model.corrector, slot_size=model.slot_size)

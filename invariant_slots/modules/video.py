@@ -24,13 +24,18 @@ from invariant_slots.modules.attention import TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.decoders import DECODERS
 from invariant_slots.modules.encoders import ENCODERS
-from invariant_slots.registry import ConfigError
+from invariant_slots.modules.initializers import INITIALIZERS
+from invariant_slots.registry import ConfigError, Registry
 
 Array = jax.Array
 
 CONDITIONING_KEYS = {"boxes": "boxes", "center_of_mass": "centers"}
 
 
+PREDICTORS: Registry[nn.Module] = Registry("predictor")
+
+
+@INITIALIZERS.register("conditioned")
 class ConditionedSlots(nn.Module):
   """First-frame slots from per-object conditioning (SAVi).
 
@@ -64,6 +69,7 @@ class ConditionedSlots(nn.Module):
     return slots
 
 
+@PREDICTORS.register("Transformer")
 def transformer_predictor(num_heads: int = 4, mlp_size: int = 256, qkv_size: int | None = None,
                           pre_norm: bool = False) -> TransformerBlock:
   """SAVi's predictor: a Transformer block over the slots, post-LN by default.
@@ -158,6 +164,9 @@ def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
   model = config.model
   slot_size = model.slot_size
   initializer = dict(model.initializer)
+  if initializer.get("name") != "conditioned":
+    raise ConfigError(f"Video slots start from the objects' boxes or centres: set "
+                      f"model.initializer.name='conditioned' (got {initializer.get('name')!r}).")
   expected = config.data.max_instances + int(initializer.get("background_slot", True))
   if model.num_slots != expected:
     raise ConfigError(
@@ -177,11 +186,8 @@ def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
                       f"model.predictor.num_heads={model.predictor.num_heads}; change "
                       "model.predictor.qkv_size (default: model.slot_size) or num_heads.")
   targets = tuple((name, int(size)) for name, size in model.targets.items())
-  try:
-    initializer_module = ConditionedSlots(slot_size=slot_size, **initializer)
-    predictor = transformer_predictor(**model.predictor)
-  except TypeError as e:
-    raise ConfigError(f"Bad options in model.initializer or model.predictor: {e}") from None
+  initializer_module = INITIALIZERS.build(initializer, slot_size=slot_size)
+  predictor = PREDICTORS.build(model.predictor)
   decoder = DECODERS.build(model.decoder, output_channels=sum(s for _, s in targets))
   resolution = tuple(config.data.resolution)
   if tuple(decoder.output_size) != resolution:

@@ -1,14 +1,13 @@
-"""What a pipeline plugs into the shared trainer, and the registry of pipelines.
+"""The base class of the pipelines, and their registry.
 
 A pipeline (images, video, multi-view, set prediction) is one `Pipeline`
 subclass registered under the name that `config.pipeline` selects. The trainer
-is the same for all: it builds the model and the example batch through the
+(`lib/trainer.py`) is the same for all and knows them through
+`lib.protocol.Pipeline`: it builds the model and the example batch through the
 pipeline, trains on `config.losses`, and at evaluation runs the pipeline's
 eval step, all-gathers its `per_example_outputs` from every process and turns
 them into the pipeline's CLU metrics and TensorBoard images.
 """
-
-from typing import Any, Callable
 
 import clu.metrics
 import flax.linen as nn
@@ -17,18 +16,16 @@ import ml_collections
 import numpy as np
 
 from invariant_slots.lib import model_specs
+from invariant_slots.lib import protocol
+from invariant_slots.lib.protocol import EvalStep
 from invariant_slots.registry import Registry
 
 Array = jax.Array
-EvalStep = Callable[[Any, dict[str, Array], Array], dict[str, Array]]
 
 
-class Pipeline:
+class Pipeline(protocol.Pipeline):
   """Model, eval step, metrics and summary images of one kind of experiment."""
 
-  # Keys of the eval step's outputs with one row per example that every
-  # process needs to compute the metrics (ground truth included); the trainer
-  # all-gathers them together with the padding `mask [batch]`.
   per_example_outputs: tuple[str, ...] = ()
 
   def build_model(self, config: ml_collections.ConfigDict) -> nn.Module:

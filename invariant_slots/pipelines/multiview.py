@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from invariant_slots.datasets import multishapenet  # Registers data sources and ops.  pylint: disable=unused-import
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.pipelines.base import PIPELINES, Pipeline

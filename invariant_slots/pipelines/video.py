@@ -13,10 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from invariant_slots.datasets import movi  # pylint: disable=unused-import  (data sources)
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
-from invariant_slots.lib import video_ops
+from invariant_slots.datasets import video_ops
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 from invariant_slots.registry import ConfigError
 

@@ -4,6 +4,9 @@ Each op maps one example (a dict of tensors) to another. `build_ops` turns a
 list of op strings from the config into one function:
 
     data.preprocess = ["clevr_crop()", "resize(128)", "value_range(0, 1)"]
+
+An op is a factory registered in `OPS` (`@OPS.register("name")`) that takes
+the literal arguments of its string and returns the function of one example.
 """
 
 from typing import Callable, Sequence
@@ -11,32 +14,21 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from invariant_slots.datasets.multi_object import CLEVR_CROP
-from invariant_slots.registry import ConfigError, parse_call
+from invariant_slots.registry import ConfigError, Registry, parse_call
 
 Features = dict[str, tf.Tensor]
 Op = Callable[[Features], Features]
 
-_OPS: dict[str, Callable[..., Op]] = {}
-
-
-def register_op(name: str):
-  """Registers a factory `f(*args) -> op` under `name`."""
-
-  def add(factory):
-    _OPS[name] = factory
-    return factory
-
-  return add
+OPS: Registry[Callable[..., Op]] = Registry("preprocessing op")
 
 
 def parse_op(spec: str) -> Op:
   """`"name(arg, ..., key=value)"` -> op; args and values are Python literals."""
-  name = spec.strip().partition("(")[0]
-  if name not in _OPS:
-    raise ConfigError(
-        f"Unknown preprocessing op {name!r} in {spec!r}; valid ops: {', '.join(sorted(_OPS))}.")
-  _, args, kwargs = parse_call(spec)
-  return _OPS[name](*args, **kwargs)
+  name, args, kwargs = parse_call(spec)
+  try:
+    return OPS.get(name)(*args, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f"Bad arguments in preprocessing op {spec!r}: {e}") from None
 
 
 def build_ops(specs: Sequence[str]) -> Op:
@@ -59,7 +51,7 @@ def _resize_image(image: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
   return resized
 
 
-@register_op("resize")
+@OPS.register("resize")
 def resize(height: int, width: int | None = None) -> Op:
   """Resizes `image` (area averaging) and `segmentations` (nearest) to `[height, width]`."""
   size = (height, width or height)
@@ -74,7 +66,7 @@ def resize(height: int, width: int | None = None) -> Op:
   return op
 
 
-@register_op("crop")
+@OPS.register("crop")
 def crop(top: int, left: int, height: int, width: int) -> Op:
   """Crops `image` and `segmentations` `[H, W, C]` to the given window."""
 
@@ -87,14 +79,14 @@ def crop(top: int, left: int, height: int, width: int) -> Op:
   return op
 
 
-@register_op("clevr_crop")
+@OPS.register("clevr_crop")
 def clevr_crop() -> Op:
   """The standard CLEVR-with-masks crop: rows 29:221, columns 64:256."""
   top, bottom, left, right = CLEVR_CROP
   return crop(top, left, bottom - top, right - left)
 
 
-@register_op("value_range")
+@OPS.register("value_range")
 def value_range(low: float, high: float) -> Op:
   """Maps uint8 `image` to float32 in `[low, high]`."""
 
@@ -106,7 +98,7 @@ def value_range(low: float, high: float) -> Op:
   return op
 
 
-@register_op("keep")
+@OPS.register("keep")
 def keep(*keys: str) -> Op:
   """Drops every feature but `keys`."""
 
@@ -117,8 +109,4 @@ def keep(*keys: str) -> Op:
     return {k: features[k] for k in keys}
 
   return op
-
-
-def registered_ops() -> list[str]:
-  return sorted(_OPS)
 

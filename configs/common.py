@@ -1,6 +1,8 @@
-"""Defaults shared by the experiment configs in `configs/`, and config loading."""
+"""Helpers shared by the experiment configs; imports only ml_collections.
 
-import importlib.util
+A config reads `from configs import common` and builds on
+`common.training_defaults()` (or one of the published-network helpers below).
+"""
 
 import ml_collections
 
@@ -104,7 +106,7 @@ def video_preprocessing(max_instances: int, resolution: int, train_frames: int,
   given (SAVi++: 0.75), else resized; evaluation the first `eval_frames` plus
   the segmentations, resized.
   """
-  common = ["video_from_tfds()", f"sparse_to_dense_annotation(max_instances={max_instances})"]
+  decode = ["video_from_tfds()", f"sparse_to_dense_annotation(max_instances={max_instances})"]
   resize = f"resize_small({resolution})"
   if train_crop is not None:
     resize_train = (f"random_resized_crop({resolution}, {resolution}, "
@@ -113,9 +115,9 @@ def video_preprocessing(max_instances: int, resolution: int, train_frames: int,
     resize_train = resize
   targets_ops = ["flow_to_rgb()", "transform_depth('log_plus')"]
   keys = ("video", "boxes", "centers") + tuple(t for t in targets if t != "video")
-  train = common + [f"temporal_random_strided_window(length={train_frames})",
+  train = decode + [f"temporal_random_strided_window(length={train_frames})",
                     resize_train] + targets_ops
-  evaluation = common + [f"temporal_crop_or_pad(length={eval_frames})", resize] + targets_ops
+  evaluation = decode + [f"temporal_crop_or_pad(length={eval_frames})", resize] + targets_ops
   return (train + [f"keep{keys!r}"], evaluation + [f"keep{keys + ('segmentations',)!r}"])
 
 
@@ -167,10 +169,10 @@ def savi_plus_plus_config(dataset: str, max_instances: int,
                        stem_activation=False, mlp_size=64, position_embedding="linear",
                        transformer=dict(num_layers=4, num_heads=4, qkv_size=64,
                                         transformer_mlp_size=1024))
-  model.initializer = dict(conditioning="boxes", hidden_size=256, background_slot=True,
-                           zero_box_background=True)
+  model.initializer = dict(name="conditioned", conditioning="boxes", hidden_size=256,
+                           background_slot=True, zero_box_background=True)
   model.corrector = dict(name="SA", num_iterations=1, qkv_size=256, mlp_size=0)
-  model.predictor = dict(num_heads=4, qkv_size=256, mlp_size=1024)
+  model.predictor = dict(name="Transformer", num_heads=4, qkv_size=256, mlp_size=1024)
   model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=(64,) * 4,
                        strides=(2,) * 4, kernel_size=5, readout="dense",
                        position_embedding="linear")
@@ -178,26 +180,4 @@ def savi_plus_plus_config(dataset: str, max_instances: int,
   config.losses = ml_collections.ConfigDict({
       name: {"type": "mse", "prediction": name, "target": name, "weight": 1.0}
       for name in targets})
-  return config
-
-
-def load_config(path: str, **overrides) -> ml_collections.ConfigDict:
-  """Loads `get_config()` from a config file and applies dotted-key overrides.
-
-  `load_config("configs/shapes.py", **{"model.corrector.name": "TF"})`.
-  """
-  spec = importlib.util.spec_from_file_location("experiment_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return apply_overrides(module.get_config(), **overrides)
-
-
-def apply_overrides(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
-  """Sets dotted keys in place (`**{"data.batch_size": 8}`) and returns `config`."""
-  for key, value in overrides.items():
-    node = config
-    *parents, last = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[last] = value
   return config

@@ -13,7 +13,7 @@ import math
 
 import tensorflow as tf
 
-from invariant_slots.lib.preprocessing import Features, Op, register_op
+from invariant_slots.datasets.ops import OPS, Features, Op
 from invariant_slots.registry import ConfigError
 
 FRAME_KEYS = ("video", "segmentations", "flow", "depth", "boxes", "centers")
@@ -28,7 +28,7 @@ def dequantize(values: tf.Tensor, value_range: tf.Tensor) -> tf.Tensor:
   return low + tf.cast(values, tf.float32) / _UINT16_MAX * (high - low)
 
 
-@register_op("video_from_tfds")
+@OPS.register("video_from_tfds")
 def video_from_tfds(flow: str = "backward_flow") -> Op:
   """Reads a raw MOVi example.
 
@@ -89,7 +89,7 @@ def centers_of_mass(segmentations: tf.Tensor, max_instances: int) -> tf.Tensor:
   return tf.where(area[..., None] > 0, centers, NO_BOX)
 
 
-@register_op("sparse_to_dense_annotation")
+@OPS.register("sparse_to_dense_annotation")
 def sparse_to_dense_annotation(max_instances: int) -> Op:
   """Densifies the instance boxes to `boxes [T, max_instances, 4]` (ymin, xmin,
   ymax, xmax in [0, 1]; `NO_BOX` where absent) and adds `centers [T,
@@ -111,7 +111,7 @@ def _frame_keys(features: Features) -> list[str]:
   return [key for key in FRAME_KEYS if key in features]
 
 
-@register_op("temporal_random_strided_window")
+@OPS.register("temporal_random_strided_window")
 def temporal_random_strided_window(length: int, seed: int = 0) -> Op:
   """A pseudo-random window of `length` consecutive frames of every frame feature.
 
@@ -137,7 +137,7 @@ def temporal_random_strided_window(length: int, seed: int = 0) -> Op:
   return op
 
 
-@register_op("temporal_crop_or_pad")
+@OPS.register("temporal_crop_or_pad")
 def temporal_crop_or_pad(length: int) -> Op:
   """Keeps the first `length` frames, zero-padding shorter videos (boxes with
   `NO_BOX`)."""
@@ -170,7 +170,7 @@ def crop_coordinates(coordinates: tf.Tensor, offset: tf.Tensor, size: tf.Tensor,
   return tf.where(coordinates == NO_BOX, coordinates, cropped)
 
 
-@register_op("random_resized_crop")
+@OPS.register("random_resized_crop")
 def random_resized_crop(height: int, width: int, min_object_covered: float = 0.1,
                         seed: int = 0) -> Op:
   """Crops all frames of a video at one random box and resizes them to `height x width`.
@@ -219,7 +219,7 @@ def random_resized_crop(height: int, width: int, min_object_covered: float = 0.1
   return op
 
 
-@register_op("resize_small")
+@OPS.register("resize_small")
 def resize_small(size: int) -> Op:
   """Resizes frames so the smaller side is `size`.
 
@@ -264,7 +264,7 @@ def flow_to_rgb_tensor(flow: tf.Tensor, scale: float = 50.0) -> tf.Tensor:
   return tf.image.hsv_to_rgb(hsv)
 
 
-@register_op("flow_to_rgb")
+@OPS.register("flow_to_rgb")
 def flow_to_rgb(scale: float = 50.0) -> Op:
   """Replaces `flow [T, H, W, 2]` by its colour code `[T, H, W, 3]`."""
 
@@ -275,7 +275,7 @@ def flow_to_rgb(scale: float = 50.0) -> Op:
   return op
 
 
-@register_op("transform_depth")
+@OPS.register("transform_depth")
 def transform_depth(transform: str = "log_plus") -> Op:
   """`log_plus`: depth -> log(1 + depth), as in SAVi++; `none` leaves it."""
   if transform not in ("log_plus", "none"):

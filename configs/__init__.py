@@ -1,0 +1,1 @@
+"""Experiment configs; `python -m invariant_slots.main --config=configs/NAME.py`."""
