@@ -61,6 +61,6 @@ def get_config(corrector: str = "SlotODE") -> ml_collections.ConfigDict:
     config.model.corrector = dict(name=corrector, num_iterations=3, mlp_size=128)
   config.model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8),
                               features=[32, 16], strides=[2, 2], kernel_size=5)
-  # Thresholded masks for eval/fg_miou_tau0 and eval/fg_miou_best: (start, stop, step).
+  # Thresholded masks for eval/fg_miou_best and eval/best_tau: (start, stop, step).
   config.mask_thresholds = (0.0, 0.95, 0.025)
   return config

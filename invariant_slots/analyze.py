@@ -181,34 +181,15 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
             num_scenes: int = 8, num_count_scenes: int = 512) -> dict[str, Any]:
   """Runs the analysis (see the module docstring); returns what it writes to JSON."""
-  from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
 
-  pipeline = pipelines.get_pipeline(config)
-  model = pipeline.build_model(config)
+  model = model_specs.build_model(config)
   if not all(hasattr(model, part) for part in ("encoder", "initializer", "corrector")):
     raise ConfigError(f"analyze needs an encoder-initializer-corrector model; pipeline "
                       f"{config.get('pipeline', 'images')!r} builds {type(model).__name__}.")
-  checkpoint_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(checkpoint_dir):
-    raise FileNotFoundError(f"No checkpoint in {checkpoint_dir}; train first with "
-                            "invariant_slots.main.")
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-      jax.eval_shape(lambda: training.init_state(
-          model, training.make_optimizer(config), pipeline.example_batch(config), config)))
-  try:
-    step, state = checkpointer.restore_latest(state)
-  finally:
-    checkpointer.close()
-  if step is None:
-    raise FileNotFoundError(f"No checkpoint in {checkpoint_dir}; train first with "
-                            "invariant_slots.main.")
-  params = state.params
+  step, params = checkpointing.load_params(workdir, config)
 
   def corrector_inputs(module, image):
     features = module.encoder(image, train=False)

@@ -28,7 +28,6 @@ training data; or white). Modes without one RGB reading (floating point
 "F", integers beyond 16 bits) are refused with one line.
 """
 
-import colorsys
 import json
 import os
 import sys
@@ -41,6 +40,7 @@ from absl import logging
 from PIL import Image
 from PIL import ImageSequence
 
+from invariant_slots.lib import visualize
 from invariant_slots.registry import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -154,36 +154,6 @@ def fit_resolution(frames: np.ndarray, resolution: Sequence[int], name: str) -> 
   return frames.astype(np.float32) / 255.0
 
 
-def slot_colors(num_slots: int) -> np.ndarray:
-  """`[num_slots, 3]` distinct colours in [0, 1] (evenly spaced hues)."""
-  return np.array([colorsys.hsv_to_rgb(k / num_slots, 0.9, 1.0) for k in range(num_slots)],
-                  np.float32)
-
-
-def segmentation_overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """`image [..., H, W, 3]`, `masks [..., K, H, W]` -> image blended with arg-max slot colours."""
-  colors = slot_colors(masks.shape[-3])[np.argmax(masks, axis=-3)]
-  return (1.0 - alpha) * image + alpha * colors
-
-
-def attention_grid(image: np.ndarray, attention: np.ndarray) -> np.ndarray:
-  """`image [H, W, 3]`, `attention [T, K, h, w]` -> `[T * H, (K + 1) * W, 3]`.
-
-  Row t shows the image, then each slot's attention at iteration t, upsampled
-  (nearest) to the image size and scaled to maximum 1.
-  """
-  height, width = image.shape[:2]
-  num_iterations, num_slots, h, w = attention.shape
-  rows, cols = np.arange(height) * h // height, np.arange(width) * w // width
-  maps = attention[:, :, rows][:, :, :, cols]
-  maps = maps / np.maximum(maps.max(axis=(2, 3), keepdims=True), 1e-8)
-  maps = np.repeat(maps[..., None], 3, axis=-1)
-  images = np.broadcast_to(image, (num_iterations, 1, height, width, 3))
-  grid = np.concatenate([images, maps], axis=1)  # [T, K + 1, H, W, 3]
-  return grid.transpose(0, 2, 1, 3, 4).reshape(num_iterations * height,
-                                               (num_slots + 1) * width, 3)
-
-
 def _to_uint8(image: np.ndarray) -> np.ndarray:
   return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -210,28 +180,15 @@ class Predictor:
     # Heavy imports here so flag errors and bad paths are reported quickly.
     self.config = load_run_config(workdir)
     import jax  # pylint: disable=g-import-not-at-top
-    from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
     from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
-    from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
+    from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
 
     pipeline_name = self.config.get("pipeline", "images")
     if pipeline_name != "images":
       raise ConfigError(f"predict supports runs of the 'images' pipeline; {workdir} is a "
                         f"{pipeline_name!r} run.")
-    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-    pipeline = pipelines.get_pipeline(self.config)
-    self.model = pipeline.build_model(self.config)
-    state = jax.jit(lambda: training.init_state(
-        self.model, training.make_optimizer(self.config), pipeline.example_batch(self.config),
-        self.config))()
-    try:
-      step, state = checkpointer.restore_latest(state)
-    finally:
-      checkpointer.close()
-    if step is None:
-      raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
-    self.params = state.params
-    self.step = step
+    self.step, self.params = checkpointing.load_params(workdir, self.config)
+    self.model = model_specs.build_model(self.config)
     rng = jax.random.PRNGKey(self.config.seed + 1)
     self._apply = jax.jit(lambda params, image: self.model.apply(
         {"params": params}, {"image": image}, train=False, rngs={"slots": rng}))
@@ -270,9 +227,9 @@ def predict_input(predictor: Predictor, path: str, raw: np.ndarray, video: bool,
   written = [
       save_frames(stem("input"), frames, video),
       save_frames(stem("reconstruction"), outputs["reconstruction"], video),
-      save_frames(stem("segmentation"), segmentation_overlay(frames, outputs["masks"]), video),
+      save_frames(stem("segmentation"), visualize.segmentation_overlay(frames, outputs["masks"]), video),
       save_frames(stem("attention"), np.stack([
-          attention_grid(frame, attention)
+          visualize.attention_grid(frame, attention)
           for frame, attention in zip(frames, outputs["attention"])]), video),
   ]
   for k in range(outputs["masks"].shape[1]):

@@ -70,12 +70,12 @@ def render_orbit(config, params, model, example: dict[str, np.ndarray], seed: in
 def write_frames(images: np.ndarray, masks: np.ndarray, output_dir: str, scale: int) -> None:
   """Writes `frame_NNN.png` (rendering | mask overlay) and `orbit.gif`."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from invariant_slots.pipelines.multiview import mask_overlay  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import visualize  # pylint: disable=g-import-not-at-top
 
   os.makedirs(output_dir, exist_ok=True)
   frames = []
   for index, (image, mask) in enumerate(zip(images, masks)):
-    pair = np.concatenate([image, mask_overlay(image, mask)], axis=1)
+    pair = np.concatenate([image, visualize.mask_overlay(image, mask)], axis=1)
     pair = np.repeat(np.repeat(pair, scale, axis=0), scale, axis=1)
     frame = Image.fromarray(np.round(pair * 255).astype(np.uint8))
     frame.save(os.path.join(output_dir, f"frame_{index:03d}.png"))
@@ -88,32 +88,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import jax  # pylint: disable=g-import-not-at-top
-  from invariant_slots import pipelines  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
   from invariant_slots import datasets  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import ops as preprocessing  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import training  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   try:
     if config.get("pipeline") != "multiview":
       raise ConfigError(f"render needs a multiview config, got pipeline {config.get('pipeline')!r}.")
-    pipeline = pipelines.get_pipeline(config)
-    model = pipeline.build_model(config)
-    state = jax.jit(lambda: training.init_state(model, training.make_optimizer(config),
-                                               pipeline.example_batch(config), config))()
-    checkpointer = checkpointing.Checkpointer(_WORKDIR.value, read_only=True)
-    try:
-      if _STEP.value is None:
-        step, state = checkpointer.restore_latest(state)
-      else:
-        step, state = _STEP.value, checkpointer.restore(_STEP.value, state)
-    finally:
-      checkpointer.close()
-    if step is None:
-      raise ConfigError(f"No checkpoint in {_WORKDIR.value}; train first.")
+    model = model_specs.build_model(config)
+    step, params = checkpointing.load_params(_WORKDIR.value, config, _STEP.value)
     dataset, size = datasets.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
     if not 0 <= _SCENE.value < size:
       raise ConfigError(f"--scene={_SCENE.value} is outside the {size} eval scenes.")
@@ -123,7 +109,7 @@ def main(argv):
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  images, masks = render_orbit(config, state.params, model, example)
+  images, masks = render_orbit(config, params, model, example)
   write_frames(images, masks, _OUTPUT_DIR.value, _SCALE.value)
   print(f"Wrote {len(images)} frames of step {step} to {_OUTPUT_DIR.value}.")
 

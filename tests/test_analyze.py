@@ -18,6 +18,7 @@ from invariant_slots import config_files
 from invariant_slots.lib import metrics
 from invariant_slots.lib import training
 from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.registry import ConfigError
 from invariant_slots.pipelines import images
 from tests import training_utils
 
@@ -148,7 +149,7 @@ def test_analyze_command_writes_json_and_plots(shapes_data_dir, tmp_path):
     np.testing.assert_allclose(per_scene[objects == int(n)].mean(), group["mean"])
   assert "least-squares slope" in result.stdout
 
-  with pytest.raises(FileNotFoundError, match="No checkpoint"):
+  with pytest.raises(ConfigError, match="No checkpoint"):
     analyze.analyze(config, str(tmp_path / "empty"), str(tmp_path / "out"))
 
 
@@ -222,13 +223,11 @@ def test_image_eval_metrics_report_thresholded_miou_and_solver_steps():
   collection = images.image_eval_metrics(("solver_steps",))
   batch = dict(loss=np.ones(2), ari=np.ones(2), fg_ari=np.ones(2), fg_miou=np.ones(2),
                psnr=np.ones(2), mask=np.array([True, True]),
-               fg_miou_tau0=np.array([0.5, np.nan]),
                threshold_scores=np.array([[0.5, 0.7], [0.1, 0.2]]),
                thresholds=np.array([0.0, 0.5]), solver_steps=np.array([4, 8]))
   values = collection.single_from_model_output(**batch).compute()
-  assert set(values) == {"loss", "ari", "fg_ari", "fg_miou", "psnr", "fg_miou_tau0",
-                         "fg_miou_best", "best_tau", "solver_steps"}
-  np.testing.assert_allclose(values["fg_miou_tau0"], 0.5)
+  assert set(values) == {"loss", "ari", "fg_ari", "fg_miou", "psnr", "fg_miou_best", "best_tau",
+                         "solver_steps"}
   np.testing.assert_allclose(values["fg_miou_best"], 0.45)
   np.testing.assert_allclose(values["best_tau"], 0.5)
   np.testing.assert_allclose(values["solver_steps"], 6.0)

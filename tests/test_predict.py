@@ -82,18 +82,6 @@ def test_other_sizes_are_resized_with_a_warning(run_dir, predictor, tmp_path, ca
   assert set(os.listdir(tmp_path / "out" / "frames")) == _expected_files(video=True)
 
 
-def test_attention_grid_layout():
-  image = np.zeros((4, 6, 3), np.float32)
-  attention = np.zeros((2, 3, 2, 3), np.float32)
-  attention[1, 2, 1, 0] = 5.0  # Iteration 1, slot 2, cell (1, 0).
-  grid = predict.attention_grid(image, attention)
-  assert grid.shape == (2 * 4, 4 * 6, 3)
-  # The cell covers rows 2:4 and columns 0:2 of slot 2's tile, scaled to 1.
-  tile = grid[4:8, 3 * 6:4 * 6, 0]
-  np.testing.assert_array_equal(tile[2:4, 0:2], 1.0)
-  assert tile.sum() == 4.0
-
-
 def test_bad_inputs_give_one_line_errors(run_dir, tmp_path):
   broken = tmp_path / "broken.png"
   broken.write_bytes(b"not a png")

@@ -19,11 +19,14 @@ import sys
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 import tensorflow as tf
 from absl import logging
 from jax.experimental import multihost_utils
 
+from invariant_slots.lib import model_specs
+from invariant_slots.lib import training
 from invariant_slots.registry import ConfigError
 
 
@@ -239,3 +242,32 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def load_params(workdir: str, config: ml_collections.ConfigDict,
+                step: int | None = None) -> tuple[int, Any]:
+  """`(step, params)` of `workdir`'s checkpoint at `step` (default: the newest readable).
+
+  For inference: the state is restored onto the first device without
+  touching the workdir, and only the parameters are returned.
+
+  Raises:
+    ConfigError: no checkpoint, or one that does not fit `config`.
+  """
+  model = model_specs.build_model(config)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+      jax.eval_shape(lambda: training.init_state(
+          model, training.make_optimizer(config), model_specs.example_batch(config), config)))
+  checkpointer = Checkpointer(workdir, read_only=True)
+  try:
+    if step is None:
+      step, state = checkpointer.restore_latest(abstract_state)
+    else:
+      state = checkpointer.restore(step, abstract_state)
+  finally:
+    checkpointer.close()
+  if step is None:
+    raise ConfigError(f"No checkpoint in {workdir}; train first or pass another --workdir.")
+  return step, state.params

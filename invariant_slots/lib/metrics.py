@@ -18,6 +18,11 @@ import scipy.optimize
 Array = jnp.ndarray
 
 
+def predicted_segmentation(masks: Array) -> Array:
+  """Arg-max slot per pixel: `[..., num_slots, H, W, 1]` -> `[..., H, W]`."""
+  return jnp.argmax(masks[..., 0], axis=-3)
+
+
 def _flat_one_hot(ids: Array, num_classes: int) -> Array:
   """Flattens `[batch, ...]` ids to a `[batch, points, num_classes]` one-hot."""
   ids = jnp.reshape(ids, (ids.shape[0], -1))

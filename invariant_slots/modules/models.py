@@ -44,14 +44,20 @@ class ObjectDiscoveryModel(nn.Module):
     return outputs
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """Builds `config.model` (the parts are named by string in the config)."""
-  model_config = config.model
-  if model_config.num_slots < 1:
-    raise ConfigError(f"model.num_slots must be >= 1, got {model_config.num_slots}.")
+def check_slots(model_config: ml_collections.ConfigDict) -> None:
+  """The checks every slot model shares: at least one slot, one unit, one iteration."""
+  for key in ("num_slots", "slot_size"):
+    if model_config[key] < 1:
+      raise ConfigError(f"model.{key} must be >= 1, got {model_config[key]}.")
   num_iterations = model_config.corrector.get("num_iterations", 1)
   if num_iterations < 1:
     raise ConfigError(f"model.corrector.num_iterations must be >= 1, got {num_iterations}.")
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """Builds `config.model` (the parts are named by string in the config)."""
+  model_config = config.model
+  check_slots(model_config)
   slot_size = model_config.slot_size
   encoder = ENCODERS.build(model_config.encoder, output_size=slot_size)
   initializer = INITIALIZERS.build(

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from invariant_slots.modules import models
 from invariant_slots.modules import remat
 from invariant_slots.modules.attention import ACTIVATIONS, TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
@@ -286,8 +287,7 @@ class OSRT(nn.Module):
 def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
   """OSRT from `config.model` (encoder, initializer, corrector, decoder, ray_encoding)."""
   model = config.model
-  if model.num_slots < 1:
-    raise ConfigError(f"model.num_slots must be >= 1, got {model.num_slots}.")
+  models.check_slots(model)
   if model.encoder.get("ray_input", "pixels") not in RAY_INPUTS:
     raise ConfigError(f"model.encoder.ray_input must be one of {RAY_INPUTS}, got "
                       f"{model.encoder.ray_input!r}.")
@@ -299,8 +299,6 @@ def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
       if model[part].get(key, "relu") not in ACTIVATIONS:
         raise ConfigError(f"model.{part}.{key}={model[part][key]!r} is unknown; use one of "
                           f"{', '.join(ACTIVATIONS)}.")
-  if model.corrector.get("num_iterations", 1) < 1:
-    raise ConfigError("model.corrector.num_iterations must be >= 1.")
   ray_encoding = RayEncoding(**model.ray_encoding)
   encoder = ENCODERS.build(model.encoder, ray_encoding=ray_encoding,
                            remat=config.get("remat", False))

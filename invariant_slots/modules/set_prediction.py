@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from invariant_slots.modules import models
 from invariant_slots.modules import remat
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.encoders import ENCODERS
@@ -74,8 +75,7 @@ def build_model(config: ml_collections.ConfigDict) -> SetPredictionModel:
   """Builds `config.model` for the property layout of `config.data.properties`."""
   model_config = config.model
   properties = config.data.properties
-  if model_config.num_slots < 1:
-    raise ConfigError(f"model.num_slots must be >= 1, got {model_config.num_slots}.")
+  models.check_slots(model_config)
   if properties.num_coords < 0 or any(size < 2 for size in properties.category_sizes):
     raise ConfigError("data.properties needs num_coords >= 0 and every category size >= 2, "
                       f"got {properties.num_coords} and {tuple(properties.category_sizes)}.")

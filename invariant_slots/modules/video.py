@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from invariant_slots.modules import models
 from invariant_slots.modules import remat
 from invariant_slots.modules.attention import TransformerBlock
 from invariant_slots.modules.correctors import CORRECTORS
@@ -162,6 +163,7 @@ class VideoModel(nn.Module):
 def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
   """Builds `config.model` for the video pipeline; `ConfigError` on bad settings."""
   model = config.model
+  models.check_slots(model)
   slot_size = model.slot_size
   initializer = dict(model.initializer)
   if initializer.get("name") != "conditioned":
@@ -177,9 +179,6 @@ def build_video_model(config: ml_collections.ConfigDict) -> VideoModel:
   if conditioning not in CONDITIONING_KEYS:
     raise ConfigError(f"model.initializer.conditioning={conditioning!r}; use one of "
                       f"{', '.join(CONDITIONING_KEYS)}.")
-  num_iterations = model.corrector.get("num_iterations", 1)
-  if num_iterations < 1:
-    raise ConfigError(f"model.corrector.num_iterations must be >= 1, got {num_iterations}.")
   predictor_qkv = model.predictor.get("qkv_size") or slot_size
   if predictor_qkv % model.predictor.num_heads:
     raise ConfigError(f"The predictor's qkv size {predictor_qkv} is not divisible by "

@@ -10,50 +10,11 @@ import numpy as np
 
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
+from invariant_slots.lib import visualize
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
 Array = jax.Array
-
-
-def predicted_segmentation(masks: Array) -> Array:
-  """Arg-max slot per pixel: `[..., num_slots, H, W, 1]` -> `[..., H, W]`."""
-  return jnp.argmax(masks[..., 0], axis=-3)
-
-
-def montage(images: np.ndarray) -> np.ndarray:
-  """`[batch, num_slots, H, W, C]` -> `[batch, H, num_slots * W, C]`."""
-  batch, num_slots, height, width, channels = images.shape
-  return images.transpose(0, 2, 1, 3, 4).reshape(batch, height, num_slots * width, channels)
-
-
-def upsample_attention(attention: np.ndarray, height: int, width: int) -> np.ndarray:
-  """`[n, num_slots, h, w]` -> `[n, num_slots, H, W]`, each map scaled to max 1."""
-  scale = (height // attention.shape[2], width // attention.shape[3])
-  attention = np.repeat(np.repeat(attention, scale[0], axis=2), scale[1], axis=3)
-  return attention / np.maximum(attention.max(axis=(2, 3), keepdims=True), 1e-8)
-
-
-def slot_images(masks: np.ndarray, slot_outputs: np.ndarray, reconstruction: np.ndarray,
-                image: np.ndarray, attention: np.ndarray) -> dict[str, np.ndarray]:
-  """Input, reconstruction, per-slot renders on white, masks and attention.
-
-  Args:
-    masks: `[n, num_slots, H, W, 1]`.
-    slot_outputs: `[n, num_slots, H, W, 3]`.
-    reconstruction: `[n, H, W, 3]`.
-    image: `[n, H, W, 3]`.
-    attention: `[n, num_slots, h, w]` on the feature grid.
-  """
-  height, width = masks.shape[2:4]
-  attention = upsample_attention(attention, height, width)
-  return {
-      "input": image,
-      "reconstruction": np.clip(reconstruction, 0.0, 1.0),
-      "slots": np.clip(montage(masks * slot_outputs + (1.0 - masks)), 0.0, 1.0),
-      "masks": montage(np.repeat(masks, 3, axis=-1)),
-      "attention": montage(np.repeat(attention[..., None], 3, axis=-1)),
-  }
 
 
 def solver_statistics(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -77,12 +38,11 @@ def sown_values(intermediates, names: tuple[str, ...]) -> dict[str, Array]:
 def image_eval_metrics(statistics: tuple[str, ...] = ()) -> type[clu.metrics.Collection]:
   """`EvalMetrics` plus thresholded-mask mIoU and the given solver statistics.
 
-  `fg_miou_tau0`: mIoU with every pixel assigned; `fg_miou_best` and
-  `best_tau`: the best mean mIoU over the threshold grid and its threshold.
+  `fg_miou_best` and `best_tau`: the best mean mIoU over the threshold grid
+  and its threshold (`fg_miou` is the mIoU with every pixel assigned).
   """
   fields = dict(metrics.EvalMetrics.__annotations__)
-  fields.update(fg_miou_tau0=metrics.nan_skipping_average("fg_miou_tau0"),
-                fg_miou_best=metrics.ThresholdSweep, best_tau=metrics.BestThreshold)
+  fields.update(fg_miou_best=metrics.ThresholdSweep, best_tau=metrics.BestThreshold)
   fields.update({name: metrics.nan_skipping_average(name) for name in statistics})
   return clu.metrics.Collection.create(**fields)
 
@@ -105,7 +65,7 @@ class ImagePipeline(Pipeline):
       outputs, state = model.apply({"params": params}, batch, train=False,
                                    rngs={"slots": rng}, mutable=["intermediates"])
       true_ids = batch["segmentations"][..., 0].astype(jnp.int32)
-      pred_ids = predicted_segmentation(outputs["masks"])
+      pred_ids = metrics.predicted_segmentation(outputs["masks"])
       sown = sown_values(state.get("intermediates", {}), statistics)
       return {
           **sown,
@@ -137,14 +97,11 @@ class ImagePipeline(Pipeline):
     return image_eval_metrics(statistics).single_from_model_output(
         loss=gathered["loss"], ari=gathered["ari"], fg_ari=gathered["fg_ari"],
         fg_miou=fg_miou, psnr=gathered["psnr"], mask=gathered["mask"],
-        fg_miou_tau0=metrics.thresholded_mean_iou(
-            true_ids, gathered["pred_ids"], gathered["mask_confidence"], [0.0],
-            num_true, num_slots)[:, 0],
         threshold_scores=thresholded, thresholds=thresholds,
         **{name: gathered[name] for name in statistics})
 
   def summary_images(self, outputs, batch, num_images: int) -> dict[str, np.ndarray]:
     n = num_images
-    return slot_images(outputs["masks"][:n], outputs["slot_outputs"][:n],
+    return visualize.slot_images(outputs["masks"][:n], outputs["slot_outputs"][:n],
                        outputs["reconstruction"][:n], batch["image"][:n],
                        outputs["attention"][:n, -1])

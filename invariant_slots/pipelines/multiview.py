@@ -13,44 +13,10 @@ import numpy as np
 
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
+from invariant_slots.lib import visualize
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
 Array = jax.Array
-
-# Distinct colours of the first slots in mask overlays; later slots cycle.
-SLOT_PALETTE = np.array([
-    [0.90, 0.10, 0.10], [0.10, 0.60, 0.90], [0.20, 0.80, 0.20], [0.95, 0.75, 0.10],
-    [0.60, 0.25, 0.85], [0.95, 0.45, 0.10], [0.10, 0.85, 0.75], [0.90, 0.35, 0.65],
-    [0.55, 0.55, 0.55], [0.50, 0.35, 0.15], [0.15, 0.25, 0.55], [0.70, 0.90, 0.40],
-], np.float32)
-
-
-def slot_colors(num_slots: int) -> np.ndarray:
-  """`[num_slots, 3]` overlay colours."""
-  return SLOT_PALETTE[np.arange(num_slots) % len(SLOT_PALETTE)]
-
-
-def mask_overlay(image: np.ndarray, masks: np.ndarray, opacity: float = 0.6) -> np.ndarray:
-  """Blends each pixel with its slots' colours weighted by the masks.
-
-  Args:
-    image: `[..., 3]` in [0, 1].
-    masks: `[..., num_slots]`, summing to 1 over slots.
-    opacity: Weight of the slot colours.
-
-  Returns:
-    `[..., 3]` in [0, 1].
-  """
-  colors = masks @ slot_colors(masks.shape[-1])
-  return np.clip((1.0 - opacity) * image + opacity * colors, 0.0, 1.0)
-
-
-def view_strip(rays: np.ndarray, height: int, width: int) -> np.ndarray:
-  """`[n, views * H * W, C]` in view-major order -> `[n, H, views * W, C]`."""
-  n, _, channels = rays.shape
-  views = rays.reshape(n, -1, height, width, channels)
-  return views.transpose(0, 2, 1, 3, 4).reshape(n, height, -1, channels)
-
 
 @PIPELINES.register("multiview")
 class MultiviewPipeline(Pipeline):
@@ -93,10 +59,10 @@ class MultiviewPipeline(Pipeline):
     n = num_images
     inputs = batch["input_image"][:n]
     height, width = inputs.shape[2:4]
-    rendered = view_strip(outputs["reconstruction"][:n], height, width)
+    rendered = visualize.view_strip(outputs["reconstruction"][:n], height, width)
     return {
         "inputs": inputs.transpose(0, 2, 1, 3, 4).reshape(inputs.shape[0], height, -1, 3),
-        "targets": view_strip(batch["target_color"][:n], height, width),
+        "targets": visualize.view_strip(batch["target_color"][:n], height, width),
         "rendered": rendered,
-        "masks": mask_overlay(rendered, view_strip(outputs["masks"][:n], height, width), 1.0),
+        "masks": visualize.mask_overlay(rendered, visualize.view_strip(outputs["masks"][:n], height, width), 1.0),
     }

@@ -18,6 +18,7 @@ import numpy as np
 
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
+from invariant_slots.lib import visualize
 from invariant_slots.pipelines import images
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
@@ -55,4 +56,4 @@ class SetPredictionPipeline(Pipeline):
     attention = images.upsample_attention(outputs["attention"][:num_images],
                                           *image.shape[1:3])
     return {"input": image,
-            "attention": images.montage(np.repeat(attention[..., None], 3, axis=-1))}
+            "attention": visualize.montage(np.repeat(attention[..., None], 3, axis=-1))}

@@ -6,8 +6,6 @@ previous one predicted. Video FG-ARI and FG-mIoU treat an object across all
 frames as one segment and leave out the first, conditioned frame.
 """
 
-import colorsys
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,18 +13,12 @@ import numpy as np
 
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
+from invariant_slots.lib import visualize
 from invariant_slots.datasets import video_ops
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
-# Frames drawn per video in the TensorBoard images.
-MAX_SUMMARY_FRAMES = 8
-
-
-def predicted_segmentation(masks: Array) -> Array:
-  """Arg-max slot per pixel: `[batch, T, K, H, W, 1]` -> `[batch, T, H, W]`."""
-  return jnp.argmax(masks[..., 0], axis=2)
 
 
 def video_ari(true_ids: Array, pred_ids: Array, num_true: int, num_pred: int,
@@ -70,32 +62,6 @@ def run_in_slices(model, params, batch: dict[str, Array], rng: Array,
   return {k: join(v) for k, v in outputs.items()}
 
 
-def color_segmentation(ids: np.ndarray, num_colors: int) -> np.ndarray:
-  """Integer ids `[...]` -> RGB `[..., 3]` with evenly spaced hues (id 0 black)."""
-  palette = [(0.0, 0.0, 0.0)] + [colorsys.hsv_to_rgb(i / max(num_colors - 1, 1), 0.8, 1.0)
-                                 for i in range(num_colors - 1)]
-  return np.asarray(palette, np.float32)[ids]
-
-
-def frame_strip(frames: np.ndarray) -> np.ndarray:
-  """`[n, T, H, W, C]` -> `[n, H, T' * W, C]` of up to MAX_SUMMARY_FRAMES evenly spaced frames."""
-  num_frames = frames.shape[1]
-  chosen = np.linspace(0, num_frames - 1, min(num_frames, MAX_SUMMARY_FRAMES)).round()
-  frames = frames[:, chosen.astype(int)]
-  n, t, height, width, channels = frames.shape
-  return frames.transpose(0, 2, 1, 3, 4).reshape(n, height, t * width, channels)
-
-
-def as_rgb(values: np.ndarray) -> np.ndarray:
-  """3 channels are clipped to [0, 1]; 1 channel is min-max scaled per video to grey."""
-  if values.shape[-1] == 3:
-    return np.clip(values, 0.0, 1.0)
-  axes = tuple(range(1, values.ndim))
-  low = values.min(axis=axes, keepdims=True)
-  high = values.max(axis=axes, keepdims=True)
-  return np.repeat((values - low) / np.maximum(high - low, 1e-8), 3, axis=-1)
-
-
 @PIPELINES.register("video")
 class VideoPipeline(Pipeline):
   """SAVi-style conditioned object discovery and tracking in videos."""
@@ -114,7 +80,7 @@ class VideoPipeline(Pipeline):
     def eval_step(params, batch: dict[str, Array], rng: Array) -> dict[str, Array]:
       outputs = run_in_slices(model, params, batch, rng, config.eval_slice_length)
       true_ids = batch["segmentations"][..., 0].astype(jnp.int32)
-      pred_ids = predicted_segmentation(outputs["masks"])
+      pred_ids = metrics.predicted_segmentation(outputs["masks"])
       ari = lambda fg: video_ari(true_ids, pred_ids, num_true, num_slots, fg)
       return {
           "loss": losses.per_example_loss(config.losses, outputs, batch),
@@ -140,13 +106,13 @@ class VideoPipeline(Pipeline):
     n = num_images
     num_colors = int(max(outputs["pred_ids"].max(), batch["segmentations"].max())) + 1
     images = {
-        "video": frame_strip(batch["video"][:n]),
-        "segmentation": frame_strip(color_segmentation(outputs["pred_ids"][:n], num_colors)),
-        "true_segmentation": frame_strip(
-            color_segmentation(batch["segmentations"][:n, ..., 0].astype(int), num_colors)),
+        "video": visualize.frame_strip(batch["video"][:n]),
+        "segmentation": visualize.frame_strip(visualize.id_colors(outputs["pred_ids"][:n], num_colors)),
+        "true_segmentation": visualize.frame_strip(
+            visualize.id_colors(batch["segmentations"][:n, ..., 0].astype(int), num_colors)),
     }
     for name in outputs:
       if name in batch and name != "segmentations" and outputs[name].ndim == 5:
-        images[f"predicted_{name}"] = frame_strip(as_rgb(outputs[name][:n]))
-        images[f"target_{name}"] = frame_strip(as_rgb(batch[name][:n]))
+        images[f"predicted_{name}"] = visualize.frame_strip(visualize.as_rgb(outputs[name][:n]))
+        images[f"target_{name}"] = visualize.frame_strip(visualize.as_rgb(batch[name][:n]))
     return images
