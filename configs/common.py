@@ -11,6 +11,9 @@ def training_defaults() -> ml_collections.ConfigDict:
   """Trainer keys every experiment has; experiments override what they need."""
   config = ml_collections.ConfigDict()
   config.pipeline = "images"  # images | video | multiview | set_prediction (see pipelines/)
+  # Modules to import before building anything: one's own correctors, ops,
+  # losses or data sources (docs/architecture.md).
+  config.imports = ()
   config.seed = 42
   # Compute dtype of the train step (float32 | bfloat16 | float16); parameters,
   # optimizer state and the loss stay float32.

@@ -48,8 +48,15 @@ def parse_flags(argv: list[str]) -> list[str]:
   if path is not None:
     config_files.make_importable(path.split(":", 1)[0])
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except flags.Error as e:
     fail(str(e))
   except (OSError, AttributeError, KeyError) as e:
     fail(describe_config_error(argv, e))
+  config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+  if config is not None:
+    try:
+      config_files.import_modules(config)
+    except ConfigError as e:
+      fail(str(e))
+  return remaining
