@@ -2,6 +2,7 @@
 
 import ast
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -173,3 +174,16 @@ def test_a_config_import_that_fails_is_one_line(tmp_path):
   assert result.stderr.strip().splitlines() == [
       "error: config.imports names 'no_such_module', which cannot be imported (No module named "
       "'no_such_module'); put its folder on PYTHONPATH or run from the folder above it."]
+
+
+def test_the_readme_tables_are_generated_from_the_code():
+  spec = importlib.util.spec_from_file_location(
+      "readme_tables", os.path.join(REPO, "docs", "readme_tables.py"))
+  tables = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tables)
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = f.read()
+  assert tables.with_tables(readme) == readme, "run python docs/readme_tables.py --write"
+  assert len(readme.splitlines()) < 200
+  for name in tables.CORRECTORS.names:
+    assert f"| `{name}` |" in readme
