@@ -4,6 +4,7 @@ import setuptools
 setuptools.setup(
     name="invariant_slots",
     version="0.1.0",
+    license="Apache-2.0",
     description="Object-centric learning in JAX/Flax with interchangeable slot correctors.",
     packages=setuptools.find_packages(include=["invariant_slots", "invariant_slots.*"]),
     python_requires=">=3.10",
