@@ -1,6 +1,7 @@
-"""Dynamics of a trained corrector: `python -m invariant_slots.analyze --config=... --workdir=DIR`.
+"""Dynamics of a trained corrector: `python -m invariant_slots.analyze --workdir=DIR`.
 
-Loads the latest checkpoint of `DIR` and, on the first `--num_scenes` eval
+Loads the run's config (or `--config`) and its newest readable checkpoint (or
+`--step`) and, on the first `--num_scenes` eval
 scenes, follows the corrector's slots step by step (iterations or layers; for
 SlotODE the states at times 0, dt, 2 dt, ... T). At every step it records the
 forward residual `||s_{t+1} - s_t||` per example (`||f(S)||` for SlotODE) and,
@@ -17,7 +18,6 @@ prints a summary table.
 import functools
 import json
 import os
-import sys
 from typing import Any, Callable
 
 import jax
@@ -26,25 +26,17 @@ import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from invariant_slots import cli
 from invariant_slots.modules import correctors
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
 UpdateMap = Callable[[Array], Array]
 
-# Flags exist only when run as a command, so that the module can be imported
-# next to the other commands (tests do).
-if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                            lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Training directory with checkpoints.")
-  _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Default: WORKDIR/analysis.")
-  _NUM_SCENES = flags.DEFINE_integer("num_scenes", 8, "Eval scenes for residuals and Jacobians.")
-  _NUM_COUNT_SCENES = flags.DEFINE_integer(
-      "num_count_scenes", 512, "Eval scenes for SlotODE step counts by number of objects.")
-  flags.mark_flags_as_required(["config", "workdir"])
+_NUM_SCENES = flags.DEFINE_integer("num_scenes", 8, "Eval scenes for residuals and Jacobians.")
+_NUM_COUNT_SCENES = flags.DEFINE_integer(
+    "num_count_scenes", 512, "Eval scenes for SlotODE step counts by number of objects.")
 
 
 def jacobians(update: UpdateMap, slots: Array) -> Array:
@@ -179,7 +171,8 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 
 def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
-            num_scenes: int = 8, num_count_scenes: int = 512) -> dict[str, Any]:
+            num_scenes: int = 8, num_count_scenes: int = 512,
+            step: int | None = None) -> dict[str, Any]:
   """Runs the analysis (see the module docstring); returns what it writes to JSON."""
   from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
   from invariant_slots.lib import input_pipeline  # pylint: disable=g-import-not-at-top
@@ -189,7 +182,7 @@ def analyze(config: ml_collections.ConfigDict, workdir: str, output_dir: str,
   if not all(hasattr(model, part) for part in ("encoder", "initializer", "corrector")):
     raise ConfigError(f"analyze needs an encoder-initializer-corrector model; pipeline "
                       f"{config.get('pipeline', 'images')!r} builds {type(model).__name__}.")
-  step, params = checkpointing.load_params(workdir, config)
+  step, params = checkpointing.load_params(workdir, config, step)
 
   def corrector_inputs(module, image):
     features = module.encoder(image, train=False)
@@ -330,14 +323,16 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
-  output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "analysis")
+  workdir = cli.WORKDIR.value
+  output_dir = cli.OUTPUT_DIR.value or os.path.join(workdir, "analysis")
   try:
-    analyze(_CONFIG.value, _WORKDIR.value, output_dir, _NUM_SCENES.value,
-            _NUM_COUNT_SCENES.value)
+    analyze(cli.run_config(workdir), workdir, output_dir, _NUM_SCENES.value,
+            _NUM_COUNT_SCENES.value, cli.STEP.value)
   except (ConfigError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.use_flags("workdir", "config", "step", "output_dir")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,13 +1,59 @@
-"""Command-line handling shared by the tools: flags and config errors as one line."""
+"""Command-line handling shared by the commands: their common flags, the config
+they run, and bad flags, config files or config keys as one line.
 
+`main` and `plan` take `--config`; the tools on trained runs (`predict`,
+`analyze`, `render`) take `--workdir` and read the run's saved
+`WORKDIR/config.json` unless `--config` (with its `--config.KEY=VALUE`
+overrides) replaces it, `--step` (default: the newest readable checkpoint) and
+`--output_dir`. Each command declares the ones it uses as its key flags.
+"""
+
+import json
 import os
 import sys
 
+import ml_collections
 from absl import flags
+from ml_collections import config_flags
 
 from invariant_slots import config_files
 from invariant_slots.lib import validation
 from invariant_slots.registry import ConfigError
+
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py), overridden by --config.KEY=VALUE; "
+    "the tools on trained runs default to the run's WORKDIR/config.json.", lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None,
+                              "Run directory: checkpoints, TensorBoard events, config.json.")
+STEP = flags.DEFINE_integer("step", None, "Checkpoint step to load; default: the newest "
+                            "readable one.")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the outputs.")
+
+
+def use_flags(*names: str) -> None:
+  """Declares the shared flags a command uses as its key flags (shown by --help)."""
+  for name in names:
+    flags.declare_key_flag(name)
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved in `workdir/config.json`."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"No config.json in {workdir}; pass the --workdir of a training run.")
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except ValueError as e:
+    raise ConfigError(f"{path} is damaged ({e}); restore it from a copy of the run.") from None
+
+
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """`--config` when given, else the run's saved config; its `config.imports` imported."""
+  config = CONFIG.value if CONFIG.value is not None else saved_config(workdir)
+  config_files.import_modules(config)
+  return config
 
 
 def fail(message: str, status: int = 2) -> None:

@@ -11,16 +11,12 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from invariant_slots import cli
 from invariant_slots.lib import validation
 from invariant_slots.lib import workdir_lock
 from invariant_slots.registry import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
     "host:port of process 0 for multi-process runs; with --num_processes and --process_id.")
@@ -30,7 +26,6 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Call jax.distributed.initialize() with its auto-detection (Cloud TPU pods, SLURM) "
     "even without --coordinator_address.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _quiet_library_logs(record) -> bool:
@@ -59,7 +54,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = cli.CONFIG.value, cli.WORKDIR.value
   # Process 0 of a multi-process job is known before start-up unless detected
   # automatically; then the trainer takes the lock once the process index is known.
   first_process = not _DISTRIBUTED.value and (_PROCESS_ID.value or 0) == 0
@@ -84,4 +79,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.use_flags("config", "workdir")
+  flags.mark_flags_as_required(["config", "workdir"])
   app.run(main, flags_parser=cli.parse_flags)

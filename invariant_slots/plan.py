@@ -21,7 +21,6 @@ import os
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from invariant_slots import cli
 from invariant_slots.lib import validation
@@ -31,8 +30,6 @@ from invariant_slots.registry import ConfigError
 HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0, "A100-40": 40.0,
            "A100-80": 80.0, "H100": 80.0, "H200": 141.0}
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
 _DEVICES = flags.DEFINE_integer("devices", None, "Number of devices of the planned run "
                                 "(CPU plan; with --tpu_topology, its chips).")
 _TPU_TOPOLOGY = flags.DEFINE_string(
@@ -41,7 +38,6 @@ _TPU_TOPOLOGY = flags.DEFINE_string(
 _ACCELERATOR = flags.DEFINE_enum("accelerator", "v4", list(HBM_GIB),
                                  "Accelerator whose HBM the plan is checked against.")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "HBM per device in GiB (overrides --accelerator).")
-flags.mark_flags_as_required(["config"])
 
 GIB = 2**30
 
@@ -164,7 +160,7 @@ def _with_fsdp(config, fsdp: int):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  config, num_devices, topology = _CONFIG.value, _DEVICES.value, _TPU_TOPOLOGY.value
+  config, num_devices, topology = cli.CONFIG.value, _DEVICES.value, _TPU_TOPOLOGY.value
   if topology is None and num_devices is None:
     cli.fail("Pass --devices=N (forced CPU devices) or --tpu_topology=GEN:SHAPE (e.g. v4:4x4x2).")
   if num_devices is not None and num_devices < 1:
@@ -199,4 +195,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli.use_flags("config")
+  flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=cli.parse_flags)

@@ -1,7 +1,7 @@
 """Runs a trained object-discovery model on images and videos and saves what the slots see.
 
     python -m invariant_slots.predict --workdir=/tmp/shapes --input=cat.png \
-        --input=clip.gif --input=frames_dir/ --output=/tmp/predictions
+        --input=clip.gif --input=frames_dir/ --output_dir=/tmp/predictions
 
 Loads `workdir/config.json` (written by the trainer) and the latest checkpoint
 of a run of the "images" pipeline. Every input is a PNG/JPEG image, a GIF or a
@@ -28,7 +28,6 @@ training data; or white). Modes without one RGB reading (floating point
 "F", integers beyond 16 bits) are refused with one line.
 """
 
-import json
 import os
 import sys
 from typing import Sequence
@@ -40,6 +39,7 @@ from absl import logging
 from PIL import Image
 from PIL import ImageSequence
 
+from invariant_slots import cli
 from invariant_slots.lib import visualize
 from invariant_slots.registry import ConfigError
 
@@ -50,28 +50,10 @@ _GIF_FRAME_MS = 200
 ALPHA_BACKGROUNDS = {"black": (0, 0, 0), "white": (255, 255, 255)}
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
-# Flags exist only when run as a command, so that the module can be imported
-# next to the other commands (tests do).
-if __name__ == "__main__":
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
-  _INPUT = flags.DEFINE_multi_string("input", None, "Image, GIF or folder of frames; repeatable.")
-  _OUTPUT = flags.DEFINE_string("output", None, "Directory for the outputs.")
-  _ALPHA_BACKGROUND = flags.DEFINE_enum(
-      "alpha_background", "black", list(ALPHA_BACKGROUNDS),
-      "Colour that transparent input pixels are composited over.")
-
-
-def load_run_config(workdir: str):
-  """The `ml_collections.ConfigDict` saved in `workdir/config.json`."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ConfigError(f"No config.json in {workdir}; pass the --workdir of a training run.")
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except ValueError as e:
-    raise ConfigError(f"{path} is damaged ({e}); restore it from a copy of the run.") from None
+_INPUT = flags.DEFINE_multi_string("input", None, "Image, GIF or folder of frames; repeatable.")
+_ALPHA_BACKGROUND = flags.DEFINE_enum(
+    "alpha_background", "black", list(ALPHA_BACKGROUNDS),
+    "Colour that transparent input pixels are composited over.")
 
 
 def _open_image(path: str) -> Image.Image:
@@ -174,11 +156,15 @@ def save_frames(path_stem: str, frames: np.ndarray, video: bool) -> str:
 
 
 class Predictor:
-  """The model and parameters of a run's latest checkpoint, applied to frames."""
+  """The model and parameters of a run's checkpoint, applied to frames.
 
-  def __init__(self, workdir: str):
+  `config` defaults to the run's saved config, `step` to its newest readable
+  checkpoint.
+  """
+
+  def __init__(self, workdir: str, config=None, step: int | None = None):
     # Heavy imports here so flag errors and bad paths are reported quickly.
-    self.config = load_run_config(workdir)
+    self.config = config if config is not None else cli.saved_config(workdir)
     import jax  # pylint: disable=g-import-not-at-top
     from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
     from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
@@ -187,7 +173,7 @@ class Predictor:
     if pipeline_name != "images":
       raise ConfigError(f"predict supports runs of the 'images' pipeline; {workdir} is a "
                         f"{pipeline_name!r} run.")
-    self.step, self.params = checkpointing.load_params(workdir, self.config)
+    self.step, self.params = checkpointing.load_params(workdir, self.config, step)
     self.model = model_specs.build_model(self.config)
     rng = jax.random.PRNGKey(self.config.seed + 1)
     self._apply = jax.jit(lambda params, image: self.model.apply(
@@ -241,18 +227,19 @@ def predict_input(predictor: Predictor, path: str, raw: np.ndarray, video: bool,
 
 
 def run(workdir: str, inputs: Sequence[str], output_dir: str,
-        predictor: Predictor | None = None, background: str = "black") -> list[str]:
-  """Predicts every input with the run in `workdir` (or an already loaded
-  `predictor` of it); returns the written paths."""
+        predictor: Predictor | None = None, background: str = "black",
+        config=None, step: int | None = None) -> list[str]:
+  """Predicts every input with the run in `workdir` (`config` and `step` as in
+  `Predictor`), or an already loaded `predictor` of it; returns the written paths."""
   # Fail before the slow model load.
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise ConfigError(f"--output {output_dir} is a file; pass a directory.")
+    raise ConfigError(f"--output_dir {output_dir} is a file; pass a directory.")
   loaded = [(path, *read_frames(path, background)) for path in inputs]
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as e:
-    raise ConfigError(f"Cannot create --output {output_dir} ({e.strerror}).") from None
-  predictor = predictor or Predictor(workdir)
+    raise ConfigError(f"Cannot create --output_dir {output_dir} ({e.strerror}).") from None
+  predictor = predictor or Predictor(workdir, config, step)
   written = []
   for path, raw, video in loaded:
     written += predict_input(predictor, path, raw, video, output_dir)
@@ -264,14 +251,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
-    written = run(_WORKDIR.value, _INPUT.value, _OUTPUT.value,
-                  background=_ALPHA_BACKGROUND.value)
+    written = run(cli.WORKDIR.value, _INPUT.value, cli.OUTPUT_DIR.value,
+                  background=_ALPHA_BACKGROUND.value, config=cli.run_config(cli.WORKDIR.value),
+                  step=cli.STEP.value)
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  print(f"Wrote {len(written)} files to {_OUTPUT.value}.")
+    cli.fail(str(e))
+  print(f"Wrote {len(written)} files to {cli.OUTPUT_DIR.value}.")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "input", "output"])
-  app.run(main)
+  cli.use_flags("workdir", "config", "step", "output_dir")
+  flags.mark_flags_as_required(["workdir", "input", "output_dir"])
+  app.run(main, flags_parser=cli.parse_flags)

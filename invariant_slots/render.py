@@ -1,9 +1,9 @@
 """Renders a scene from a camera orbit with a trained multi-view model.
 
-    python -m invariant_slots.render --config=configs/shapes_multiview.py \
-        --workdir=/tmp/mv --output_dir=/tmp/mv/orbit --scene=0
+    python -m invariant_slots.render --workdir=/tmp/mv --output_dir=/tmp/mv/orbit --scene=0
 
-Loads the latest checkpoint (or `--step`) of `workdir`, infers the slots of
+Loads the run's config (or `--config`) and its newest readable checkpoint (or
+`--step`), infers the slots of
 eval scene `--scene` from its input views and renders `config.render.num_frames`
 views from cameras circling the scene (z up, looking at the origin) at the
 mean distance and elevation of the input cameras, with a field of view of
@@ -12,24 +12,15 @@ and `orbit.gif` to `output_dir`.
 """
 
 import os
-import sys
 
 import numpy as np
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
-# Flags exist only when run as a command, so that the module can be imported
-# next to the other commands (tests do).
-if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
-                                            lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Training directory with checkpoints.")
-  _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where PNG frames and the GIF go.")
-  _SCENE = flags.DEFINE_integer("scene", 0, "Index of the scene in the eval split.")
-  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
-  _SCALE = flags.DEFINE_integer("scale", 4, "Integer upscaling of the written images.")
-  flags.mark_flags_as_required(["config", "workdir", "output_dir"])
+from invariant_slots import cli
+
+_SCENE = flags.DEFINE_integer("scene", 0, "Index of the scene in the eval split.")
+_SCALE = flags.DEFINE_integer("scale", 4, "Integer upscaling of the written images.")
 
 
 def orbit_geometry(origins: np.ndarray) -> tuple[float, float]:
@@ -94,12 +85,12 @@ def main(argv):
   from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
   try:
+    config = cli.run_config(cli.WORKDIR.value)
     if config.get("pipeline") != "multiview":
-      raise ConfigError(f"render needs a multiview config, got pipeline {config.get('pipeline')!r}.")
+      raise ConfigError(f"render needs a multiview run, got pipeline {config.get('pipeline')!r}.")
     model = model_specs.build_model(config)
-    step, params = checkpointing.load_params(_WORKDIR.value, config, _STEP.value)
+    step, params = checkpointing.load_params(cli.WORKDIR.value, config, cli.STEP.value)
     dataset, size = datasets.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
     if not 0 <= _SCENE.value < size:
       raise ConfigError(f"--scene={_SCENE.value} is outside the {size} eval scenes.")
@@ -107,12 +98,13 @@ def main(argv):
         preprocessing.build_ops(config.data.preprocess_eval))
     example = next(dataset.as_numpy_iterator())
   except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
   images, masks = render_orbit(config, params, model, example)
-  write_frames(images, masks, _OUTPUT_DIR.value, _SCALE.value)
-  print(f"Wrote {len(images)} frames of step {step} to {_OUTPUT_DIR.value}.")
+  write_frames(images, masks, cli.OUTPUT_DIR.value, _SCALE.value)
+  print(f"Wrote {len(images)} frames of step {step} to {cli.OUTPUT_DIR.value}.")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.use_flags("workdir", "config", "step", "output_dir")
+  flags.mark_flags_as_required(["workdir", "output_dir"])
+  app.run(main, flags_parser=cli.parse_flags)

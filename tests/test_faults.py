@@ -573,7 +573,7 @@ def test_predict_command_errors_are_one_line(trained, tmp_path):
       (str(truncated), str(tmp_path / "out"), "config.json is damaged"),
       (trained, str(an_output_file), "is a file; pass a directory")]:
     assert_one_error(run(["-m", "invariant_slots.predict", f"--workdir={workdir}",
-                          f"--input={image}", f"--output={output}"]), message)
+                          f"--input={image}", f"--output_dir={output}"]), message)
 
 
 def test_predict_with_only_unreadable_checkpoints_is_one_line(copy_run, tmp_path):
@@ -584,7 +584,7 @@ def test_predict_with_only_unreadable_checkpoints_is_one_line(copy_run, tmp_path
   image = str(tmp_path / "in.png")
   Image.new("RGB", (32, 32)).save(image)
   result = run(["-m", "invariant_slots.predict", f"--workdir={workdir}", f"--input={image}",
-                f"--output={tmp_path / 'out'}"])
+                f"--output_dir={tmp_path / 'out'}"])
   assert_one_error(result, "None of the checkpoints", "steps 1, 2, 3, 4")
   assert len(re.findall(r"Skipping the checkpoint at step \d", result.stderr)) == 4
   assert_intact(before, workdir)  # predict changes nothing in the run.

@@ -103,7 +103,7 @@ def test_cli_reports_missing_config(tmp_path):
   Image.fromarray(_scene(0)).save(png)
   result = subprocess.run(
       [sys.executable, "-m", "invariant_slots.predict", f"--workdir={tmp_path}",
-       f"--input={png}", f"--output={tmp_path / 'out'}"],
+       f"--input={png}", f"--output_dir={tmp_path / 'out'}"],
       cwd=training_utils.REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
