@@ -7,14 +7,22 @@ import pytest
 
 from invariant_slots.modules import attention as attention_lib
 from invariant_slots.modules.correctors import CORRECTORS
+from invariant_slots.modules.correctors import AttentionCorrector
 from invariant_slots.modules.correctors import ImplicitSlotAttention
 from invariant_slots.modules.correctors import SlotAttention
+from invariant_slots.modules.correctors import TransformerCorrector
 from invariant_slots.registry import ConfigError
 
 BATCH, NUM_SLOTS, SLOT_SIZE, NUM_INPUTS, INPUT_SIZE = 2, 3, 8, 12, 10
 MLP_SIZE = 16
-ALL_NAMES = ["SA", "SA-noGRU", "SA-ID", "TF", "TF-Inv", "TF-Inv+GRU"]
-INVERTED_NAMES = ["SA", "SA-noGRU", "SA-ID", "TF-Inv", "TF-Inv+GRU"]
+# Every registered corrector of the attention families (SlotODE has no
+# iterations; tests/test_slot_ode.py covers it).
+ALL_NAMES = [n for n in CORRECTORS.names if issubclass(CORRECTORS.get(n), AttentionCorrector)]
+SHARED_NAMES = [n for n in ALL_NAMES if issubclass(CORRECTORS.get(n), SlotAttention)]
+PER_LAYER_NAMES = [n for n in ALL_NAMES if issubclass(CORRECTORS.get(n), TransformerCorrector)]
+# Softmax over slots: every SA variant and the inverted Transformers.
+INVERTED_NAMES = [n for n in ALL_NAMES
+                  if n in SHARED_NAMES or getattr(CORRECTORS.get(n), "inverted", False)]
 
 
 def _build(name, num_iterations=3, **options):
@@ -50,8 +58,10 @@ def _count(params):
 
 def test_registry_has_exactly_the_seven_correctors():
   # SlotODE (no num_iterations) is tested in test_slot_ode.py.
-  assert sorted(CORRECTORS.names) == sorted(ALL_NAMES + ["SlotODE"])
-  assert len(CORRECTORS.names) == 7
+  assert sorted(CORRECTORS.names) == sorted(
+      ["SA", "SA-noGRU", "SA-ID", "TF", "TF-Inv", "TF-Inv+GRU", "SlotODE"])
+  assert sorted(ALL_NAMES) == sorted(SHARED_NAMES + PER_LAYER_NAMES)
+  assert sorted(INVERTED_NAMES) == ["SA", "SA-ID", "SA-noGRU", "TF-Inv", "TF-Inv+GRU"]
 
 
 def test_unknown_corrector_raises_config_error_listing_names():
@@ -213,14 +223,14 @@ def _param_count(name, num_iterations):
   return _count(shapes)
 
 
-@pytest.mark.parametrize("name", ["SA", "SA-noGRU", "SA-ID"])
+@pytest.mark.parametrize("name", SHARED_NAMES)
 def test_slot_attention_shares_weights_across_iterations(name):
   counts = [_param_count(name, n) for n in (1, 2, 3)]
   assert counts[0] > 0
   assert counts == [counts[0]] * 3
 
 
-@pytest.mark.parametrize("name", ["TF", "TF-Inv", "TF-Inv+GRU"])
+@pytest.mark.parametrize("name", PER_LAYER_NAMES)
 def test_transformer_has_weights_per_layer(name):
   counts = [_param_count(name, n) for n in (1, 2, 3)]
   assert counts[0] > 0

@@ -135,70 +135,37 @@ class DatasetSpec:
     return out
 
 
+def _factors(num_objects: int, dtype: str, **widths: int) -> dict[str, FeatureSpec]:
+  """Per-object factors `[num_objects]` (width 0) or `[num_objects, width]` of one dtype."""
+  return {name: FeatureSpec((num_objects,) + ((width,) if width else ()), dtype)
+          for name, width in widths.items()}
+
+
 def _clevr_spec() -> DatasetSpec:
   n = 11
-
-  def vec(dtype):
-    return FeatureSpec((n,), dtype)
-
   return DatasetSpec(
-      name="clevr_with_masks",
-      image_size=(240, 320),
-      num_channels=3,
-      max_objects=n,
-      factors={
-          "x": vec(FLOAT32),
-          "y": vec(FLOAT32),
-          "z": vec(FLOAT32),
-          "pixel_coords": FeatureSpec((n, 3), FLOAT32),
-          "rotation": vec(FLOAT32),
-          "size": vec(UINT8),
-          "material": vec(UINT8),
-          "shape": vec(UINT8),
-          "color": vec(UINT8),
-      },
+      name="clevr_with_masks", image_size=(240, 320), num_channels=3, max_objects=n,
+      factors={**_factors(n, FLOAT32, x=0, y=0, z=0, pixel_coords=3, rotation=0),
+               **_factors(n, UINT8, size=0, material=0, shape=0, color=0)},
       mask_entities_last=False,
-      gcs_path=f"{GCS_BUCKET}/clevr_with_masks/clevr_with_masks_train.tfrecords",
-  )
+      gcs_path=f"{GCS_BUCKET}/clevr_with_masks/clevr_with_masks_train.tfrecords")
 
 
 def _tetrominoes_spec() -> DatasetSpec:
   n = 4
   return DatasetSpec(
-      name="tetrominoes",
-      image_size=(35, 35),
-      num_channels=3,
-      max_objects=n,
-      factors={
-          "x": FeatureSpec((n,), FLOAT32),
-          "y": FeatureSpec((n,), FLOAT32),
-          "shape": FeatureSpec((n,), FLOAT32),
-          "color": FeatureSpec((n, 3), FLOAT32),
-      },
-      mask_entities_last=False,
-      gcs_path=f"{GCS_BUCKET}/tetrominoes/tetrominoes_train.tfrecords",
-  )
+      name="tetrominoes", image_size=(35, 35), num_channels=3, max_objects=n,
+      factors=_factors(n, FLOAT32, x=0, y=0, shape=0, color=3), mask_entities_last=False,
+      gcs_path=f"{GCS_BUCKET}/tetrominoes/tetrominoes_train.tfrecords")
 
 
 def _multi_dsprites_spec(variant: str, n: int) -> DatasetSpec:
   channels = 1 if variant == "binarized" else 3
   name = f"multi_dsprites_{variant}"
   return DatasetSpec(
-      name=name,
-      image_size=(64, 64),
-      num_channels=channels,
-      max_objects=n,
-      factors={
-          "x": FeatureSpec((n,), FLOAT32),
-          "y": FeatureSpec((n,), FLOAT32),
-          "shape": FeatureSpec((n,), FLOAT32),
-          "color": FeatureSpec((n, channels), FLOAT32),
-          "orientation": FeatureSpec((n,), FLOAT32),
-          "scale": FeatureSpec((n,), FLOAT32),
-      },
-      mask_entities_last=True,
-      gcs_path=f"{GCS_BUCKET}/multi_dsprites/{name}.tfrecords",
-  )
+      name=name, image_size=(64, 64), num_channels=channels, max_objects=n,
+      factors=_factors(n, FLOAT32, x=0, y=0, shape=0, color=channels, orientation=0, scale=0),
+      mask_entities_last=True, gcs_path=f"{GCS_BUCKET}/multi_dsprites/{name}.tfrecords")
 
 
 # Name -> spec. Multi-dSprites entity counts follow the original reader's

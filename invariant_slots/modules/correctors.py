@@ -40,8 +40,33 @@ class ResidualMLP(nn.Module):
     return x + nn.Dense(x.shape[-1])(y)
 
 
+def slot_attention_readout(slot_size: int, qkv_size: int | None, num_heads: int,
+                           epsilon: float, project: bool) -> SlotCrossAttention:
+  """Inverted attention from slots to inputs (softmax over slots, weighted mean over
+  inputs); with `project`, updates of `qkv_size` other than `slot_size` are projected
+  to `slot_size`."""
+  qkv_size = qkv_size or slot_size
+  return SlotCrossAttention(
+      qkv_size=qkv_size, num_heads=num_heads, inverted=True, epsilon=epsilon,
+      out_size=slot_size if project and qkv_size != slot_size else None)
+
+
+class AttentionCorrector(nn.Module):
+  """Options shared by the attention correctors (SA and TF families).
+
+  `qkv_size` None uses `slot_size`; `mlp_size` 0 drops the residual MLP.
+  """
+
+  slot_size: int
+  num_iterations: int = 3
+  mlp_size: int = 128
+  qkv_size: int | None = None
+  num_heads: int = 1
+  epsilon: float = 1e-8
+
+
 @CORRECTORS.register("SA")
-class SlotAttention(nn.Module):
+class SlotAttention(AttentionCorrector):
   """Slot Attention (Locatello et al. 2020), weights shared across iterations.
 
   Each iteration: inverted attention from normalised slots to the inputs, a GRU
@@ -51,21 +76,13 @@ class SlotAttention(nn.Module):
   update projects them to `slot_size` when the sizes differ.
   """
 
-  slot_size: int
-  num_iterations: int = 3
-  mlp_size: int = 128
-  qkv_size: int | None = None
-  num_heads: int = 1
-  epsilon: float = 1e-8
   use_gru: bool = True
 
   def setup(self):
     self.norm_inputs = nn.LayerNorm()
     self.norm_slots = nn.LayerNorm()
-    qkv_size = self.qkv_size or self.slot_size
-    self.attention = SlotCrossAttention(
-        qkv_size=qkv_size, num_heads=self.num_heads, inverted=True, epsilon=self.epsilon,
-        out_size=None if self.use_gru or qkv_size == self.slot_size else self.slot_size)
+    self.attention = slot_attention_readout(self.slot_size, self.qkv_size, self.num_heads,
+                                            self.epsilon, project=not self.use_gru)
     if self.use_gru:
       self.gru = nn.GRUCell(features=self.slot_size)
     self.mlp = ResidualMLP(self.mlp_size)
@@ -306,7 +323,7 @@ class CrossAttentionLayer(nn.Module):
 
 
 @CORRECTORS.register("TF")
-class TransformerCorrector(nn.Module):
+class TransformerCorrector(AttentionCorrector):
   """Stack of `num_iterations` cross-attention layers with their own weights.
 
   With `inverted` the softmax runs over slots and is renormalised over inputs
@@ -314,12 +331,6 @@ class TransformerCorrector(nn.Module):
   (TF-Inv+GRU).
   """
 
-  slot_size: int
-  num_iterations: int = 3
-  mlp_size: int = 128
-  qkv_size: int | None = None
-  num_heads: int = 1
-  epsilon: float = 1e-8
   inverted: bool = False
   use_gru: bool = False
 
@@ -377,10 +388,8 @@ class SlotVectorField(nn.Module):
   def setup(self):
     self.norm_inputs = nn.LayerNorm()
     self.norm_slots = nn.LayerNorm()
-    qkv_size = self.qkv_size or self.slot_size
-    self.attention = SlotCrossAttention(
-        qkv_size=qkv_size, num_heads=self.num_heads, inverted=True, epsilon=self.epsilon,
-        out_size=None if qkv_size == self.slot_size else self.slot_size)
+    self.attention = slot_attention_readout(self.slot_size, self.qkv_size, self.num_heads,
+                                            self.epsilon, project=True)
     self.gate = nn.Dense(self.slot_size)
     if self.mlp_size:
       self.hidden = nn.Dense(self.mlp_size)

@@ -54,6 +54,11 @@ class Pipeline(protocol.Pipeline):
 PIPELINES: Registry[Pipeline] = Registry("pipeline")
 
 
+def segment_counts(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """`(true, predicted)` segment counts: instance ids plus background, and slots."""
+  return config.data.max_instances + 1, config.model.num_slots
+
+
 def get_pipeline(config: ml_collections.ConfigDict) -> Pipeline:
   """The pipeline named by `config.pipeline` (default "images")."""
   return PIPELINES.get(config.get("pipeline", "images"))()

@@ -12,7 +12,7 @@ from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
 from invariant_slots.modules.correctors import CORRECTORS
-from invariant_slots.pipelines.base import PIPELINES, Pipeline
+from invariant_slots.pipelines.base import PIPELINES, Pipeline, segment_counts
 
 Array = jax.Array
 
@@ -55,8 +55,7 @@ class ImagePipeline(Pipeline):
                          "segmentations")
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
-    num_true = config.data.max_instances + 1
-    num_slots = config.model.num_slots
+    num_true, num_slots = segment_counts(config)
     statistics = solver_statistics(config)
     # The solver statistics join the per-example outputs of this run.
     self.per_example_outputs = type(self).per_example_outputs + statistics
@@ -87,7 +86,7 @@ class ImagePipeline(Pipeline):
 
   def batch_metrics(self, gathered, config: ml_collections.ConfigDict) -> clu.metrics.Collection:
     true_ids = gathered["segmentations"][..., 0].astype(np.int32)
-    num_true, num_slots = config.data.max_instances + 1, config.model.num_slots
+    num_true, num_slots = segment_counts(config)
     fg_miou = metrics.mean_iou_hungarian(true_ids, gathered["pred_ids"], num_true, num_slots)
     thresholds = metrics.threshold_grid(*config.get("mask_thresholds", (0.0, 0.95, 0.025)))
     thresholded = metrics.thresholded_mean_iou(

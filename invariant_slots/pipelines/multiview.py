@@ -14,7 +14,7 @@ import numpy as np
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
-from invariant_slots.pipelines.base import PIPELINES, Pipeline
+from invariant_slots.pipelines.base import PIPELINES, Pipeline, segment_counts
 
 Array = jax.Array
 
@@ -25,8 +25,7 @@ class MultiviewPipeline(Pipeline):
   per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "target_ids")
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
-    num_true = config.data.max_instances + 1
-    num_slots = config.model.num_slots
+    num_true, num_slots = segment_counts(config)
 
     def eval_step(params, batch: dict[str, Array], rng: Array) -> dict[str, Array]:
       outputs = model.apply({"params": params}, batch, train=False, rngs={"slots": rng})

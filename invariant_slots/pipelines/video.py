@@ -15,7 +15,7 @@ from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
 from invariant_slots.datasets import video_ops
-from invariant_slots.pipelines.base import PIPELINES, Pipeline
+from invariant_slots.pipelines.base import PIPELINES, Pipeline, segment_counts
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
@@ -69,8 +69,7 @@ class VideoPipeline(Pipeline):
   per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "segmentations")
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
-    num_true = config.data.max_instances + 1
-    num_slots = config.model.num_slots
+    num_true, num_slots = segment_counts(config)
     # PSNR of the RGB frames when they are a target, else of the first 3-channel
     # target in [0, 1] (flow as RGB).
     targets = dict(config.model.targets)
