@@ -19,7 +19,6 @@ import numpy as np
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
-from invariant_slots.pipelines import images
 from invariant_slots.pipelines.base import PIPELINES, Pipeline
 
 Array = jax.Array
@@ -53,7 +52,7 @@ class SetPredictionPipeline(Pipeline):
 
   def summary_images(self, outputs, batch, num_images: int) -> dict[str, np.ndarray]:
     image = batch["image"][:num_images]
-    attention = images.upsample_attention(outputs["attention"][:num_images],
-                                          *image.shape[1:3])
+    attention = visualize.upsample_attention(outputs["attention"][:num_images],
+                                             *image.shape[1:3])
     return {"input": image,
             "attention": visualize.montage(np.repeat(attention[..., None], 3, axis=-1))}
