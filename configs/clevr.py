@@ -4,6 +4,9 @@ Needs the original TFRecord file (gs://multi-object-datasets/clevr_with_masks/):
 
     python -m invariant_slots.main --config=configs/clevr.py --workdir=/tmp/clevr \
         --config.data.path=/data/clevr_with_masks_train.tfrecords
+
+Expect: the paper publishes no object-discovery ARI for all of CLEVR with 11
+slots; its CLEVR6 setting (configs/clevr6.py) reaches FG-ARI 98.8 ± 0.3.
 """
 
 import ml_collections

@@ -8,6 +8,8 @@ TFRecord file (gs://multi-object-datasets/clevr_with_masks/):
 
     python -m invariant_slots.main --config=configs/clevr6.py --workdir=/tmp/clevr6 \
         --config.data.path=/data/clevr_with_masks_train.tfrecords
+
+Expect (Locatello et al. 2020, docs/fidelity.md): FG-ARI 98.8 ± 0.3.
 """
 
 import ml_collections

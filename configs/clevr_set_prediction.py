@@ -7,6 +7,9 @@ Needs TFDS `clevr:3.1.0` prepared under `data.data_dir` (`tfds build clevr`).
 Scenes with at most 10 objects, images resized to 128x128, 10 slots. Each slot
 predicts 3D coordinates (mapped from [-3, 3] to [0, 1]), colour, material,
 shape, size and presence; AP distance thresholds are in CLEVR scene units.
+
+Expect (Locatello et al. 2020, Table 3, CLEVR10): AP 94.3 / 86.7 / 56.0 / 10.8 /
+0.9 at distance inf / 1 / 0.5 / 0.25 / 0.125.
 """
 
 import ml_collections

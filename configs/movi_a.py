@@ -4,6 +4,9 @@
         --config.data.data_dir=/path/to/tfds --config.model.corrector.name=TF-Inv
 
 The default data_dir is the public bucket gs://kubric-public/tfds.
+
+Expect (SAVi README, conditional SAVi++, every frame scored, so compare
+eval/fg_ari_all_frames): FG-ARI 85.3 ± 9.8.
 """
 
 import ml_collections

@@ -12,6 +12,9 @@ PyTorch reproduction used 2304), batch 256. The network is OSRT's module by
 module (docs/fidelity.md): SRT encoder, Slot Attention with one iteration from
 32 learned slots of size 1536, Slot Mixer decoder. Swap the corrector with
 `--config.model.corrector.name=TF-Inv` etc.
+
+Expect (the PyTorch OSRT reproduction after 750k steps, docs/fidelity.md):
+FG-ARI about 0.73, novel-view PSNR 22.8 dB.
 """
 
 import ml_collections

@@ -7,6 +7,9 @@
 about 17 minutes on two CPU cores. The dataset itself supports 2-6 occluding
 objects at 32, 64 or 128 px through `data.shapes` (`min_gap=-1` for
 occlusion, `num_colors=0` for the full 10-hue palette).
+
+Expect (docs/results.md, 2-core CPU): FG-ARI 0.880, FG-mIoU 0.546, PSNR 19.9 dB
+after its 6000 steps.
 """
 
 import ml_collections
@@ -23,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_schedule = "cosine"
   config.warmup_steps = 300
   config.max_grad_norm = 1.0
-  config.eval_every_steps = 1000
+  config.eval_every_steps = 500
   config.checkpoint_every_steps = 1000
 
   config.data = ml_collections.ConfigDict()

@@ -9,6 +9,9 @@ colours, each patch's ray added after them, 2 Transformer layers), Slot
 Attention with three iterations and a Slot Mixer decoder. Evaluation prints
 novel-view PSNR and multi-view FG-ARI; the 6000 steps take about 25 minutes
 on 2 CPU cores (results in docs/multiview.md).
+
+Expect (docs/multiview.md, 2-core CPU): novel-view PSNR 17.57 dB (the ground
+alone: 16.83 dB) and FG-ARI 0.12 after its 6000 steps.
 """
 
 import ml_collections

@@ -9,6 +9,9 @@ object's (y, x) centre in [0, 1], its shape (6 classes), colour (4) and size
 (half-extent below / above 0.17 of the image side), and a presence score;
 evaluation reports AP at distance thresholds inf, 1, 0.5, 0.25, 0.125 in units
 of 1/6 of the image side (the image spans 6 units, like CLEVR's [-3, 3] scene).
+
+Expect (docs/set_prediction.md, 2-core CPU): AP 0.81 / 0.80 / 0.55 at distance
+inf / 1 / 0.5 after its 5000 steps.
 """
 
 import ml_collections

@@ -10,6 +10,9 @@ objects varies so that step counts can be compared across scene complexity
 model, name another corrector after the file; it runs 3 iterations:
 
     python -m invariant_slots.main --config=configs/shapes_slot_ode.py:SA --workdir=/tmp/sa
+
+Expect (docs/slot_ode.md, 2-core CPU): FG-ARI 0.689 / 0.657 on seeds 42 / 1
+after its 3000 steps.
 """
 
 import ml_collections

@@ -12,6 +12,9 @@ configs predict flow and depth.) Training sees 3-frame windows (6 in the MOVi
 configs): shorter windows make cheaper steps, and the number of steps is what
 this recipe needs most on a CPU. Evaluation runs all 24 frames in slices of
 6. The same loader and ops read the real MOVi datasets (configs/movi_*.py).
+
+Expect (docs/video.md, 2-core CPU): video FG-ARI 0.706, FG-mIoU 0.64, PSNR 20.6
+dB after its 2800 steps.
 """
 
 import ml_collections

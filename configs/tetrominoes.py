@@ -4,6 +4,8 @@ Needs the original TFRecord file (gs://multi-object-datasets/tetrominoes/):
 
     python -m invariant_slots.main --config=configs/tetrominoes.py --workdir=/tmp/tetro \
         --config.data.path=/data/tetrominoes_train.tfrecords
+
+Expect (Locatello et al. 2020): FG-ARI 99.5.
 """
 
 import ml_collections

@@ -28,7 +28,8 @@ def correctors_table() -> str:
   """One row per registered corrector: its name and the first line of its docstring."""
   rows = ["| `name` | what it is |", "|---|---|"]
   rows += [f"| `{name}` | {_first_line(CORRECTORS.get(name).__doc__)} |"
-           for name in CORRECTORS.names]
+           for name in CORRECTORS.names
+           if CORRECTORS.get(name).__module__.startswith("invariant_slots.")]
   return "\n".join(rows)
 
 

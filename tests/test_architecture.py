@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from invariant_slots.datasets import DATA_SOURCES, OPS
+from invariant_slots.lib.losses import LOSSES
+from invariant_slots.modules.correctors import CORRECTORS
 from tests.training_utils import REPO, child_env, read_scalars, tiny_flags
 
 PACKAGE = os.path.join(REPO, "invariant_slots")
@@ -136,13 +139,14 @@ def test_the_worked_example_trains_with_its_own_corrector_op_loss_and_source(
   assert sorted(losses) == [1, 2] and all(np.isfinite(list(losses.values())))
 
 
-def test_the_worked_example_parts_behave(worked_example):
+def test_the_worked_example_parts_behave(worked_example, monkeypatch):
   """The example's op, loss and corrector against numpy."""
-  sys.path.insert(0, worked_example)
-  try:
-    import my_extensions  # pylint: disable=g-import-not-at-top,import-error
-  finally:
-    sys.path.remove(worked_example)
+  # Registered into copies of the registries, so that other tests see the package's only.
+  for registry in (CORRECTORS, OPS, LOSSES, DATA_SOURCES):
+    monkeypatch.setattr(registry, "_entries", dict(registry._entries))  # pylint: disable=protected-access
+  monkeypatch.syspath_prepend(worked_example)
+  monkeypatch.delitem(sys.modules, "my_extensions", raising=False)
+  import my_extensions  # pylint: disable=g-import-not-at-top,import-error
   image = np.random.default_rng(0).uniform(size=(4, 5, 3)).astype(np.float32)
   gray = my_extensions.grayscale()({"image": tf.constant(image)})["image"].numpy()
   np.testing.assert_allclose(gray, np.repeat(image.mean(-1, keepdims=True), 3, -1), rtol=1e-6)
@@ -187,3 +191,10 @@ def test_the_readme_tables_are_generated_from_the_code():
   assert len(readme.splitlines()) < 200
   for name in tables.CORRECTORS.names:
     assert f"| `{name}` |" in readme
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_states_the_metrics_to_expect(path):
+  docstring = ast.get_docstring(ast.parse(open(path).read()))
+  expect = [p for p in docstring.split("\n\n") if p.startswith("Expect")]
+  assert len(expect) == 1 and re.search(r"\d", expect[0]), docstring

@@ -382,7 +382,8 @@ MSN_TINY = {
 def test_msn_hard_trains_and_evaluates_on_the_published_layout(msn_data_dir, tmp_path):
   config = config_files.load_config(MSN_CONFIG, **{**MSN_TINY, "data.data_dir": msn_data_dir})
   scalars = training_utils.train_and_evaluate(config, str(tmp_path / "run"))
-  for key in ("eval/psnr", "eval/fg_ari", "eval/loss"):
+  for key in ("eval/psnr", "eval/fg_ari", "eval/loss", "eval/collapse/attention_entropy",
+              "eval/collapse/slot_similarity"):
     assert np.isfinite(scalars[key]), (key, scalars)
   assert training_utils.read_scalars(str(tmp_path / "run"), "train/loss").keys() == {1, 2}
 

@@ -56,6 +56,9 @@ def test_every_corrector_trains_and_evaluates(tmp_path, shapes_data_dir, name):
     assert np.isfinite(scalars[key]), (key, scalars)
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "3"))
   assert read_scalars(workdir, "eval/fg_ari")[3] == pytest.approx(scalars["eval/fg_ari"])
+  for key in ("eval/collapse/attention_entropy", "eval/collapse/top_share",
+              "train/grad_norm_corrector"):
+    assert read_scalars(workdir, key), key
   # num_train_steps=0 evaluates the checkpoint: same parameters, same numbers.
   again = train_and_evaluate(tiny_config(shapes_data_dir, num_train_steps=0,
                                                  **{"model.corrector.name": name}), workdir)

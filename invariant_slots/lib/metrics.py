@@ -6,6 +6,7 @@ in `[0, num_instances)`. In ground-truth segmentations id 0 is the background;
 predicted ids are slot indices and none of them is special.
 """
 
+import functools
 from typing import Any
 
 import clu.metrics
@@ -201,6 +202,15 @@ class TrainMetrics(clu.metrics.Collection):
   loss: clu.metrics.Average.from_output("loss")
   grad_norm: clu.metrics.Average.from_output("grad_norm")
   learning_rate: clu.metrics.LastValue.from_output("learning_rate")
+
+
+@functools.cache
+def train_metrics(modules: tuple[str, ...] = ()) -> type[clu.metrics.Collection]:
+  """`TrainMetrics` plus the gradient norm of each top-level module, `grad_norm_<module>`."""
+  fields = dict(TrainMetrics.__annotations__)
+  fields.update({f"grad_norm_{name}": clu.metrics.Average.from_output(f"grad_norm_{name}")
+                 for name in modules})
+  return clu.metrics.Collection.create(**fields)
 
 
 @flax.struct.dataclass

@@ -154,7 +154,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, step_scalars = train_step(state, batch)
       step += 1
-      step_metrics = metrics.TrainMetrics.single_from_model_output(**step_scalars)
+      modules = tuple(sorted(k[len("grad_norm_"):] for k in step_scalars
+                             if k.startswith("grad_norm_")))
+      step_metrics = metrics.train_metrics(modules).single_from_model_output(**step_scalars)
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
       report(step, time.time())
       last = step == config.num_train_steps
@@ -199,7 +201,9 @@ def _print_eval(step: int, scalars: dict[str, float], elapsed: float | None = No
   parts = [f"step {step}"]
   if elapsed is not None:
     parts.append(f"{elapsed / 60:.1f} min")
-  parts += [f"{k.removeprefix('eval/')}={v:.4f}" for k, v in sorted(scalars.items())]
+  # The per-rank slot shares stay in TensorBoard.
+  parts += [f"{k.removeprefix('eval/')}={v:.4f}" for k, v in sorted(scalars.items())
+            if "/share_rank_" not in k]
   print("eval: " + "  ".join(parts), flush=True)
 
 

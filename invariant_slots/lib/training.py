@@ -130,7 +130,7 @@ def micro_batches(batch: dict[str, Array], num: int) -> dict[str, Array]:
 
 
 def make_train_step(model, tx, config: ml_collections.ConfigDict):
-  """`train_step(state, batch) -> (state, {loss, grad_norm, learning_rate})`.
+  """`train_step(state, batch) -> (state, {loss, grad_norm, grad_norm_<module>, learning_rate})`.
 
   With `config.dtype` = "bfloat16" (or "float16") the forward and backward pass
   run in that dtype on a cast copy of the parameters and inputs; parameters,
@@ -165,6 +165,8 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict):
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     scalars = {"loss": loss, "grad_norm": optax.global_norm(grads),
                "learning_rate": schedule(state.step)}
+    # Per top-level module (encoder, corrector, decoder, ...): which part learns.
+    scalars.update({f"grad_norm_{name}": optax.global_norm(part) for name, part in grads.items()})
     return new_state, scalars
 
   return train_step

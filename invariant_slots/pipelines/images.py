@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from invariant_slots.lib import diagnostics
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
@@ -80,6 +81,8 @@ class ImagePipeline(Pipeline):
           "masks": outputs["masks"],
           "slot_outputs": outputs["slot_outputs"],
           "attention": outputs["attention"],
+          **diagnostics.eval_outputs(outputs["slots"], outputs["attention"][:, -1], pred_ids,
+                                     true_ids > 0),
       }
 
     return eval_step

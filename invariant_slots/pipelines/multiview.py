@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from invariant_slots.lib import diagnostics
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
@@ -42,6 +43,8 @@ class MultiviewPipeline(Pipeline):
           "target_ids": true_ids,
           "reconstruction": reconstruction,
           "masks": outputs["masks"],
+          **diagnostics.eval_outputs(outputs["slots"], outputs["attention"][:, -1], pred_ids,
+                                     true_ids > 0),
       }
 
     return eval_step

@@ -13,9 +13,11 @@ Euclidean distance of the [0, 1] coordinates (6 for CLEVR's scene units).
 """
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from invariant_slots.lib import diagnostics
 from invariant_slots.lib import losses
 from invariant_slots.lib import metrics
 from invariant_slots.lib import visualize
@@ -34,11 +36,15 @@ class SetPredictionPipeline(Pipeline):
 
     def eval_step(params, batch: dict[str, Array], rng: Array) -> dict[str, Array]:
       outputs = model.apply({"params": params}, batch, train=False, rngs={"slots": rng})
+      attention = outputs["attention"][:, -1]  # [batch, K, h, w]
+      winners = jnp.argmax(attention, axis=1)  # Every feature counts as foreground.
       return {
           "loss": losses.per_example_loss(config.losses, outputs, batch),
           "set_prediction": outputs["set_prediction"],
           "target": batch["target"],
-          "attention": outputs["attention"][:, -1],
+          "attention": attention,
+          **diagnostics.eval_outputs(outputs["slots"], attention, winners,
+                                     jnp.ones_like(winners, bool)),
       }
 
     return eval_step
