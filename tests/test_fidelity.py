@@ -259,6 +259,21 @@ def test_transformer_block_equals_flax_attention_with_numpy_layers(pre_norm):
   np.testing.assert_allclose(block.apply({"params": params}, x), expected, atol=1e-5)
 
 
+def test_zero_init_residual_block_starts_as_identity_with_the_same_parameters():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6))
+  default = attention.TransformerBlock(num_heads=2, mlp_size=12, qkv_size=8)
+  zero = attention.TransformerBlock(num_heads=2, mlp_size=12, qkv_size=8,
+                                    zero_init_residual=True)
+  params = zero.init(jax.random.PRNGKey(1), x)["params"]
+  shapes = lambda p: jax.tree.map(jnp.shape, p)
+  assert shapes(params) == shapes(default.init(jax.random.PRNGKey(1), x)["params"])
+  np.testing.assert_array_equal(zero.apply({"params": params}, x), x)
+  # Only the two output projections start at zero; gradients still reach them.
+  grads = jax.grad(lambda p: jnp.sum(zero.apply({"params": p}, x) ** 2))(params)
+  assert float(jnp.abs(grads["mlp_output"]["kernel"]).max()) > 0
+  assert float(jnp.abs(grads["MultiHeadAttention_0"]["out"]["kernel"]).max()) > 0
+
+
 def test_block_without_qkv_bias_and_exact_gelu():
   block = attention.TransformerBlock(num_heads=2, mlp_size=12, qkv_bias=False,
                                      activation="gelu_exact")

@@ -102,12 +102,14 @@ class MultiHeadAttention(nn.Module):
   projected to `num_heads` heads of `qkv_size // num_heads` features (with
   biases when `qkv_bias`), and the heads are projected back to the width of `x`
   with a bias. With `qkv_bias` it has the parameters of
-  `flax.linen.MultiHeadDotProductAttention`.
+  `flax.linen.MultiHeadDotProductAttention`. `zero_output` starts the output
+  projection at zero.
   """
 
   num_heads: int
   qkv_size: int | None = None  # None: the width of `x`.
   qkv_bias: bool = True
+  zero_output: bool = False
 
   @nn.compact
   def __call__(self, x: Array, context: Array | None = None) -> Array:
@@ -122,7 +124,8 @@ class MultiHeadAttention(nn.Module):
     queries = queries / jnp.sqrt(queries.shape[-1]).astype(queries.dtype)
     weights = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", queries, keys), axis=-1)
     heads = jnp.einsum("bhqk,bkhd->bqhd", weights, values)
-    return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="out")(heads)
+    kernel_init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
+    return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), kernel_init=kernel_init, name="out")(heads)
 
 
 class TransformerBlock(nn.Module):
@@ -132,7 +135,9 @@ class TransformerBlock(nn.Module):
   Post-LN: `x = LN(x + Attn(x, context or x))`, `x = LN(x + MLP(x))`. The
   context enters unnormalised. The MLP is `Dense(mlp_size)`, `activation`,
   `Dense(dim)`. Without position information, the block is equivariant to
-  permutations of `x`.
+  permutations of `x`. `zero_init_residual` starts the attention's and the
+  MLP's output projections at zero, so that a pre-LN block starts as the
+  identity (same parameters, another initialisation).
   """
 
   num_heads: int
@@ -141,6 +146,7 @@ class TransformerBlock(nn.Module):
   pre_norm: bool = True
   qkv_bias: bool = True
   activation: str = "relu"
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x: Array, context: Array | None = None) -> Array:
@@ -148,9 +154,11 @@ class TransformerBlock(nn.Module):
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"Unknown activation {self.activation!r}; use one of "
                        f"{', '.join(ACTIVATIONS)}.")
-    attention = MultiHeadAttention(self.num_heads, self.qkv_size, self.qkv_bias)
+    attention = MultiHeadAttention(self.num_heads, self.qkv_size, self.qkv_bias,
+                                   zero_output=self.zero_init_residual)
     hidden = nn.Dense(self.mlp_size, name="mlp_hidden")
-    output = nn.Dense(x.shape[-1], name="mlp_output")
+    output = nn.Dense(x.shape[-1], name="mlp_output", kernel_init=(
+        nn.initializers.zeros if self.zero_init_residual else nn.initializers.lecun_normal()))
     mlp = lambda y: output(ACTIVATIONS[self.activation](hidden(y)))
     if self.pre_norm:
       y = nn.LayerNorm()(x)

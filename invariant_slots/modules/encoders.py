@@ -76,6 +76,7 @@ class TransformerHead(nn.Module):
 
   `FeatureHead` keeping the width `c`, then `relu(Dense(qkv_size))` and
   `num_layers` pre-LN Transformer blocks over the `h * w` positions.
+  `zero_init_residual` starts each block as the identity.
   """
 
   mlp_size: int
@@ -84,6 +85,7 @@ class TransformerHead(nn.Module):
   qkv_size: int = 64
   transformer_mlp_size: int = 1024
   position_embedding: str = "linear"
+  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, features: Array) -> Array:
@@ -91,7 +93,8 @@ class TransformerHead(nn.Module):
     x = FeatureHead(self.mlp_size, None, self.position_embedding)(features)
     x = nn.relu(nn.Dense(self.qkv_size)(x.reshape(batch, height * width, -1)))
     for _ in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.transformer_mlp_size, self.qkv_size)(x)
+      x = TransformerBlock(self.num_heads, self.transformer_mlp_size, self.qkv_size,
+                           zero_init_residual=self.zero_init_residual)(x)
     return x.reshape(batch, height, width, self.qkv_size)
 
 
