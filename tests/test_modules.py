@@ -109,6 +109,66 @@ def test_conv_transpose_lax_and_stride_one_match_flax():
     np.testing.assert_allclose(got, reference.apply(params, x), atol=1e-5, rtol=1e-5)
 
 
+_TAP_CONV_CASES = [  # size, kernel, strides, padding, in -> out features
+    ((7, 7), (1, 1), (1, 1), "SAME", (3, 5)),
+    ((7, 9), (3, 3), (1, 1), "SAME", (5, 7)),
+    ((9, 7), (5, 5), (1, 1), "SAME", (3, 2)),
+    ((7, 7), (3, 3), (2, 2), "SAME", (4, 6)),
+    ((9, 8), (5, 5), (2, 2), "SAME", (3, 5)),
+    ((8, 9), (1, 1), (2, 2), "SAME", (6, 3)),
+    ((7, 7), (3, 3), (1, 1), "VALID", (5, 3)),
+    ((9, 7), (5, 5), (2, 2), "VALID", (3, 7)),
+    ((8, 8), (3, 3), (2, 2), "VALID", (2, 5)),
+    ((9, 9), (3, 5), (2, 1), "SAME", (3, 4)),  # anisotropic
+]
+
+
+@pytest.mark.parametrize("size,kernel,strides,padding,channels", _TAP_CONV_CASES)
+def test_tap_conv_matches_flax_conv_and_both_gradients(size, kernel, strides, padding, channels):
+  rng = np.random.default_rng(sum(size) + 10 * kernel[0] + strides[0])
+  x = rng.normal(size=(2, *size, channels[0])).astype(np.float32)
+  reference = nn.Conv(channels[1], kernel, strides, padding=padding)
+  ours = convolution.Conv(channels[1], kernel, strides, padding=padding, implementation="taps")
+  params = reference.init(_key(0), x)
+  # The same parameters as nn.Conv: names, shapes and initialisation.
+  assert jax.tree.map(jnp.shape, ours.init(_key(0), x)) == jax.tree.map(jnp.shape, params)
+  np.testing.assert_array_equal(ours.init(_key(0), x)["params"]["kernel"],
+                                params["params"]["kernel"])
+  cotangent = rng.normal(size=jax.eval_shape(reference.apply, params, x).shape)
+
+  @jax.jit
+  def outputs_and_grads(params, x):
+    results = []
+    for module in (reference, ours):
+      loss = lambda p, i, m=module: jnp.sum(m.apply(p, i) * cotangent)
+      grads = jax.grad(loss, argnums=(0, 1))(params, x)
+      results.append((module.apply(params, x), grads[0]["params"], grads[1]))
+    return results
+
+  (want, want_dp, want_dx), (got, got_dp, got_dx) = outputs_and_grads(params, x)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(got_dp["kernel"], want_dp["kernel"], atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(got_dp["bias"], want_dp["bias"], atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(got_dx, want_dx, atol=1e-4, rtol=1e-4)
+
+
+def test_conv_switches_by_backend_and_rejects_bad_options(monkeypatch):
+  x = np.random.default_rng(0).normal(size=(1, 5, 5, 2)).astype(np.float32)
+  params = nn.Conv(3, (3, 3)).init(_key(1), x)
+  for impl in ("lax", "auto"):
+    got = convolution.Conv(3, (3, 3), implementation=impl).apply(params, x)
+    np.testing.assert_allclose(got, nn.Conv(3, (3, 3)).apply(params, x), atol=1e-5)
+  uses_taps = lambda: "custom_vjp" in str(jax.make_jaxpr(  # pylint: disable=g-long-lambda
+      lambda p: convolution.Conv(3, (3, 3)).apply(p, x))(params))
+  assert jax.default_backend() != "cpu" or uses_taps()  # "auto" on CPU: the tap form
+  monkeypatch.setenv(convolution.AUTO_VARIABLE, "lax")
+  assert not uses_taps()
+  with pytest.raises(ValueError, match="implementation"):
+    convolution.Conv(3, (3, 3), implementation="fft").init(_key(0), x)
+  with pytest.raises(ValueError, match="padding"):
+    convolution.Conv(3, (3, 3), padding="CIRCULAR").init(_key(0), x)
+
+
 def test_conv_transpose_rejects_bad_options():
   x = jnp.zeros((1, 3, 3, 2))
   with pytest.raises(ValueError, match="implementation"):

@@ -4,6 +4,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import sklearn.metrics
@@ -295,6 +296,18 @@ def test_bad_slot_count_and_missing_dataset_give_config_errors(tmp_path):
     video_pipeline.VideoPipeline().build_model(config)
   with pytest.raises(ConfigError, match="configs/shapes_video.py"):
     movi.movi_builder("movi_c/128x128:1.0.0", str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(max_rotation_deg=10.0), "do not rotate"),
+    (dict(max_size=0.45), "max_size < 0.4"),
+    (dict(min_speed=0.05, max_speed=0.01), "min_speed"),
+    (dict(num_colors=4, max_objects=5), "max_objects must be <= 4"),  # the scene checks
+])
+def test_bad_synthetic_video_options_name_the_option(options, message):
+  data = ml_collections.ConfigDict({"movi_shapes": dict(resolution=32, **options)})
+  with pytest.raises(ConfigError, match=message):
+    movi.synthetic_config(data)
 
 
 @pytest.mark.slow

@@ -12,8 +12,20 @@ class LocallyGeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration
 
   The builder config has `num_train` and `num_validation`; example `index` of
   a split is `generate(split, index)`, deterministic given the config, so
-  nothing is downloaded and preparing never contacts GCS.
+  nothing is downloaded and preparing never contacts GCS. Subclasses name
+  their `features` and `generate` the examples; the first line of their
+  docstring describes the dataset.
   """
+
+  DEFAULT_CONFIG_NAME = "64x64"
+
+  def features(self, config: tfds.core.BuilderConfig) -> tfds.features.FeaturesDict:
+    """The feature dict of `config`'s examples."""
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(description=self.__doc__.strip().split("\n")[0],
+                                          features=self.features(self.builder_config))
 
   def generate(self, split: str, index: int) -> dict[str, Any]:
     """Example `index` of `split` as a feature dict."""

@@ -140,57 +140,31 @@ def dequantize(quantized: np.ndarray, value_range: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass(eq=False)
-class MoviShapesConfig(tfds.core.BuilderConfig):
+class MoviShapesConfig(shapes.ShapesConfig):
   """Configuration of the synthetic MOVi-schema video dataset.
 
+  The scene options are those of `shapes.ShapesConfig` (resolution, object
+  counts, sizes, colours, gaps, split sizes, seed; options not given take its
+  defaults), except that objects do not rotate and `max_size` stays below 0.4.
+  The video adds:
+
   Attributes:
-    resolution: Frame height and width in pixels.
     num_frames: Frames per video.
-    min_objects, max_objects: Objects per video (<= the number of hues).
-    min_size, max_size: Object half-extent relative to the frame side.
     min_speed, max_speed: Speed in frame sides per frame.
-    num_colors: 0 draws hues from the whole `shapes.PALETTE_HUES` palette;
-      n >= 2 from n hues evenly spaced around the colour wheel.
-    min_gap: -1 lets objects pass over each other (the nearer occludes);
-      n >= 0 makes them collide, with at least n background pixels between
-      any two objects in every frame.
-    num_train, num_validation: Split sizes.
-    seed: Base seed; each split/example derives its own generator from it.
   """
 
-  resolution: int = 64
   num_frames: int = 24
-  min_objects: int = 2
-  max_objects: int = 5
-  min_size: float = 0.10
-  max_size: float = 0.18
   min_speed: float = 0.01
   max_speed: float = 0.04
-  num_colors: int = 0
-  min_gap: int = -1
-  num_train: int = 5000
-  num_validation: int = 200
-  seed: int = 0
 
   def __post_init__(self):
-    if self.num_colors == 1 or self.num_colors < 0:
-      raise ValueError(f"num_colors must be 0 (full palette) or >= 2, got {self.num_colors}.")
-    if not 1 <= self.min_objects <= self.max_objects <= len(self.hues):
-      raise ValueError("Need 1 <= min_objects <= max_objects <= "
-                       f"{len(self.hues)} (the number of hues), got {self.min_objects}, "
-                       f"{self.max_objects}.")
-    if not 0.0 < self.min_size <= self.max_size < 0.4:
-      raise ValueError(f"Need 0 < min_size <= max_size < 0.4, got {self.min_size}, "
-                       f"{self.max_size}.")
+    super().__post_init__()
+    if self.max_rotation_deg:
+      raise ValueError("The synthetic videos' objects do not rotate; set max_rotation_deg=0.")
+    if self.max_size >= 0.4:
+      raise ValueError(f"Need max_size < 0.4 so that objects can move, got {self.max_size}.")
     if not 0.0 <= self.min_speed <= self.max_speed:
       raise ValueError("Need 0 <= min_speed <= max_speed.")
-    if self.min_gap < -1:
-      raise ValueError(f"min_gap must be -1 (occlusion) or >= 0, got {self.min_gap}.")
-
-  @property
-  def hues(self) -> tuple[float, ...]:
-    """Object hues of this config, in degrees."""
-    return shapes._hues(self.num_colors)  # pylint: disable=protected-access
 
 
 def _boxes(positions: np.ndarray, extents: np.ndarray, margin: float) -> np.ndarray:
@@ -437,15 +411,11 @@ class MoviShapes(local_builder.LocallyGeneratedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [MoviShapesConfig(name=f"{r}x{r}", resolution=r) for r in (32, 64)]
-  DEFAULT_CONFIG_NAME = "64x64"
+  BUILDER_CONFIGS = [MoviShapesConfig(name=f"{r}x{r}", resolution=r, max_objects=5, max_size=0.18,
+                                      num_train=5000, num_validation=200) for r in (32, 64)]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[0],
-        features=movi_features(cfg.num_frames, cfg.resolution, cfg.resolution),
-        supervised_keys=None)
+  def features(self, config: MoviShapesConfig) -> tfds.features.FeaturesDict:
+    return movi_features(config.num_frames, config.resolution, config.resolution)
 
   def generate(self, split: str, index: int) -> dict[str, Any]:
     return generate_example(self.builder_config, split, index)

@@ -449,34 +449,24 @@ class Shapes(local_builder.LocallyGeneratedBuilder):
                    description=f"{r}x{r} images, 2-6 objects.")
       for r in (32, 64, 128)
   ]
-  DEFAULT_CONFIG_NAME = "64x64"
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    res = cfg.resolution
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[0],
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(res, res, 3)),
-            "segmentations": tfds.features.Tensor(
-                shape=(res, res, 1), dtype=np.uint8,
-                encoding=tfds.features.Encoding.ZLIB),
-            "visibility": tfds.features.Tensor(
-                shape=(cfg.max_objects,), dtype=np.float32),
-            "num_objects": tfds.features.Scalar(dtype=np.int32),
-            "background_color": tfds.features.Tensor(shape=(3,),
-                                                     dtype=np.float32),
-            "objects": tfds.features.Sequence({
-                "shape": tfds.features.ClassLabel(names=SHAPES),
-                "color": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-                "position": tfds.features.Tensor(shape=(2,),
-                                                 dtype=np.float32),
-                "size": tfds.features.Tensor(shape=(), dtype=np.float32),
-                "rotation": tfds.features.Tensor(shape=(), dtype=np.float32),
-            }),
+  def features(self, config: ShapesConfig) -> tfds.features.FeaturesDict:
+    res = config.resolution
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(res, res, 3)),
+        "segmentations": tfds.features.Tensor(shape=(res, res, 1), dtype=np.uint8,
+                                              encoding=tfds.features.Encoding.ZLIB),
+        "visibility": tfds.features.Tensor(shape=(config.max_objects,), dtype=np.float32),
+        "num_objects": tfds.features.Scalar(dtype=np.int32),
+        "background_color": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+        "objects": tfds.features.Sequence({
+            "shape": tfds.features.ClassLabel(names=SHAPES),
+            "color": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+            "position": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+            "size": tfds.features.Tensor(shape=(), dtype=np.float32),
+            "rotation": tfds.features.Tensor(shape=(), dtype=np.float32),
         }),
-        supervised_keys=None,
-    )
+    })
 
   def generate(self, split: str, index: int) -> dict[str, Any]:
     return generate_example(self.builder_config, split, index)

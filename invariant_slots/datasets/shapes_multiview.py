@@ -361,13 +361,9 @@ class ShapesMultiview(local_builder.LocallyGeneratedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release.",
                    "2.0.0": "The published MultiShapeNet-Hard layout: cameras, not rays."}
   BUILDER_CONFIGS = [ShapesMultiviewConfig(name=f"{r}x{r}", resolution=r) for r in (32, 64)]
-  DEFAULT_CONFIG_NAME = "64x64"
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[0],
-        features=features(cfg.num_views, cfg.resolution, cfg.resolution))
+  def features(self, config: ShapesMultiviewConfig) -> tfds.features.FeaturesDict:
+    return features(config.num_views, config.resolution, config.resolution)
 
   def generate(self, split: str, index: int) -> dict[str, Any]:
     return generate_example(self.builder_config, split, index)

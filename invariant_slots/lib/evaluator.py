@@ -44,7 +44,7 @@ def evaluate(params, pipeline: Pipeline, eval_step: EvalStep,
       datasets.eval, datasets.num_eval_examples, config.batch_size):
     inputs = global_batch({**batch, "mask": mask}, sharding)
     outputs = eval_step(params, inputs, rng)
-    keys = list(pipeline.per_example_outputs) + [
+    keys = list(pipeline.per_example_outputs(config)) + [
         k for k in outputs if k.startswith(diagnostics.PREFIX)]
     gathered = multihost_utils.process_allgather(
         {**{k: outputs[k] for k in keys}, "mask": inputs["mask"]}, tiled=True)

@@ -19,10 +19,10 @@ EvalStep = Callable[[Any, dict[str, Array], Array], dict[str, Array]]
 class Pipeline(Protocol):
   """Model, eval step, metrics and summary images of one kind of experiment."""
 
-  # Keys of the eval step's outputs with one row per example that every
-  # process needs to compute the metrics (ground truth included); the trainer
-  # all-gathers them together with the padding `mask [batch]`.
-  per_example_outputs: tuple[str, ...]
+  def per_example_outputs(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Keys of the eval step's outputs with one row per example that every
+    process needs to compute the metrics (ground truth included); the trainer
+    all-gathers them together with the padding `mask [batch]`."""
 
   def build_model(self, config: ml_collections.ConfigDict) -> nn.Module:
     """The model of `config.model`; raises `ConfigError` on bad settings."""

@@ -166,3 +166,23 @@ class TransformerBlock(nn.Module):
       return x + mlp(nn.LayerNorm()(x))
     x = nn.LayerNorm()(x + attention(x, context))
     return nn.LayerNorm()(x + mlp(x))
+
+
+class TransformerStack(nn.Module):
+  """Base of the modules built around `num_layers` Transformer blocks.
+
+  Each block has `num_heads` heads of `qkv_size` features in all (None: the
+  input width), `qkv_bias`, and an MLP of `mlp_size` with `activation`.
+  """
+
+  num_layers: int = 2
+  num_heads: int = 4
+  qkv_size: int | None = None
+  qkv_bias: bool = True
+  mlp_size: int = 512
+  activation: str = "gelu"
+
+  def transformer_block(self, name: str) -> TransformerBlock:
+    """A pre-LN `TransformerBlock` with these options, named `name`."""
+    return TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size,
+                            qkv_bias=self.qkv_bias, activation=self.activation, name=name)

@@ -1,12 +1,22 @@
-"""Transposed convolution in polyphase (sub-pixel) form.
+"""Convolutions that differentiate fast on XLA:CPU.
 
-A stride-s transposed convolution equals s*s stride-1 convolutions with
-sub-sampled kernels whose outputs are interleaved (depth-to-space). XLA:CPU
-computes the weight gradient of strided transposed convolutions very slowly;
-the polyphase form is fast there. Parameters match `flax.linen.ConvTranspose`
-(`kernel [kh, kw, in, out]`, `bias [out]`), so checkpoints are interchangeable.
+XLA:CPU computes a convolution's weight gradient 4-6x slower than the forward
+pass (docs/benchmarks.md). Two forms avoid that, chosen automatically on CPU:
+
+- `tap_conv`: a convolution whose weight gradient is one matrix product per
+  kernel tap (the shifted input against the output gradient); the forward
+  pass and the input gradient are XLA's.
+- `polyphase_conv_transpose`: a stride-s transposed convolution as one
+  stride-1 convolution with the s*s sub-sampled kernels, interleaved
+  (depth-to-space).
+
+`Conv` and `ConvTranspose` have the parameters of `flax.linen.Conv` and
+`flax.linen.ConvTranspose` (`kernel [kh, kw, in, out]`, `bias [out]`), so
+checkpoints are interchangeable, and use XLA's own convolutions on GPU and TPU.
 """
 
+import functools
+import os
 from typing import Sequence
 
 import flax.linen as nn
@@ -15,6 +25,123 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+Padding = tuple[tuple[int, int], tuple[int, int]]
+DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+# Setting this environment variable to "lax" makes "auto" choose XLA's own
+# convolutions on CPU too (for benchmarks and comparisons).
+AUTO_VARIABLE = "INVARIANT_SLOTS_CONV"
+
+
+def _use_fast_cpu_forms(implementation: str, choices: Sequence[str]) -> bool:
+  """Whether `implementation` ("auto" or one of the two `choices`, fast form
+  first) selects the fast CPU form."""
+  if implementation not in ("auto",) + tuple(choices):
+    raise ValueError(f"Unknown implementation {implementation!r}; use 'auto', "
+                     + " or ".join(repr(c) for c in choices) + ".")
+  if implementation == "auto":
+    return jax.default_backend() == "cpu" and os.environ.get(AUTO_VARIABLE) != "lax"
+  return implementation == choices[0]
+
+
+def conv_padding(input_shape: Sequence[int], kernel_shape: Sequence[int],
+                 strides: Sequence[int], padding: str | Sequence[tuple[int, int]]) -> Padding:
+  """Explicit `((low, high), (low, high))` padding of `padding` ("SAME", "VALID" or pairs)."""
+  if isinstance(padding, str):
+    if padding not in ("SAME", "VALID"):
+      raise ValueError(f"padding must be 'SAME', 'VALID' or pairs, got {padding!r}.")
+    padding = jax.lax.padtype_to_pads(tuple(input_shape[1:3]), tuple(kernel_shape[:2]),
+                                      tuple(strides), padding)
+  return tuple((int(low), int(high)) for low, high in padding)
+
+
+def _lax_conv(inputs: Array, kernel: Array, strides: tuple[int, int], padding: Padding) -> Array:
+  return jax.lax.conv_general_dilated(inputs, kernel, strides, padding,
+                                      dimension_numbers=DIMENSIONS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _tap_conv(inputs: Array, kernel: Array, strides: tuple[int, int], padding: Padding) -> Array:
+  return _lax_conv(inputs, kernel, strides, padding)
+
+
+def _tap_conv_forward(inputs, kernel, strides, padding):
+  return _lax_conv(inputs, kernel, strides, padding), (inputs, kernel)
+
+
+def _tap_conv_backward(strides, padding, residuals, grad):
+  inputs, kernel = residuals
+  (input_grad,) = jax.linear_transpose(
+      lambda x: _lax_conv(x, kernel, strides, padding), inputs)(grad)
+  kh, kw = kernel.shape[:2]
+  (sh, sw), (out_h, out_w) = strides, grad.shape[1:3]
+  # lax.pad takes negative padding (a crop), as the convolution does.
+  padded = jax.lax.pad(inputs, jnp.zeros((), inputs.dtype),
+                       ((0, 0, 0),) + tuple((low, high, 0) for low, high in padding)
+                       + ((0, 0, 0),))
+  batch, channels = inputs.shape[0], inputs.shape[-1]
+  taps = []
+  for i in range(kh):
+    for j in range(kw):
+      shifted = jax.lax.slice(
+          padded, (0, i, j, 0),
+          (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, channels),
+          (1, sh, sw, 1))
+      taps.append(jnp.einsum("nhwc,nhwo->co", shifted, grad))
+  return input_grad, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+_tap_conv.defvjp(_tap_conv_forward, _tap_conv_backward)
+
+
+def tap_conv(inputs: Array, kernel: Array, strides: Sequence[int] = (1, 1),
+             padding: str | Sequence[tuple[int, int]] = "SAME") -> Array:
+  """Equals `lax.conv_general_dilated` (NHWC, HWIO) in value and both gradients.
+
+  The weight gradient is computed as one `[in, out]` matrix product per
+  kernel tap, which XLA:CPU runs several times faster than its own.
+
+  Args:
+    inputs: `[batch, height, width, in_features]`.
+    kernel: `[kh, kw, in_features, out_features]`.
+    strides: `(sh, sw)`.
+    padding: "SAME", "VALID" or `((low, high), (low, high))` (negative crops).
+
+  Returns:
+    `[batch, out_height, out_width, out_features]`.
+  """
+  strides = tuple(int(s) for s in strides)
+  return _tap_conv(inputs, kernel, strides, conv_padding(inputs.shape, kernel.shape, strides,
+                                                         padding))
+
+
+class Conv(nn.Module):
+  """Drop-in `nn.Conv` (2D, NHWC) whose weight gradient is fast on CPU.
+
+  `implementation`: "taps" (`tap_conv`), "lax" (XLA's convolution) or "auto"
+  (taps on CPU, lax elsewhere).
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: int | Sequence[int] = 1
+  padding: str = "SAME"
+  use_bias: bool = True
+  implementation: str = "auto"
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        tuple(self.kernel_size) + (inputs.shape[-1], self.features))
+    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    if _use_fast_cpu_forms(self.implementation, ("taps", "lax")):
+      outputs = tap_conv(inputs, kernel, strides, self.padding)
+    else:
+      outputs = _lax_conv(inputs, kernel, strides,
+                          conv_padding(inputs.shape, kernel.shape, strides, self.padding))
+    if self.use_bias:
+      outputs = outputs + self.param("bias", nn.initializers.zeros, (self.features,))
+    return outputs
 
 
 def transpose_padding(kernel: int, stride: int, padding: str) -> tuple[int, int]:
@@ -55,7 +182,7 @@ def _phase_taps(size: int, kernel: int, stride: int,
 
 
 def polyphase_conv_transpose(inputs: Array, kernel: Array, strides: Sequence[int],
-                             padding: str = "SAME") -> Array:
+                             padding: str = "SAME", conv=tap_conv) -> Array:
   """Equals `lax.conv_transpose(inputs, kernel, strides, padding)` (NHWC, HWIO).
 
   Args:
@@ -63,6 +190,7 @@ def polyphase_conv_transpose(inputs: Array, kernel: Array, strides: Sequence[int
     kernel: `[kh, kw, in_features, out_features]`.
     strides: `(sh, sw)`.
     padding: 'SAME' or 'VALID'.
+    conv: The stride-1 convolution `conv(inputs, kernel, strides, padding)`.
 
   Returns:
     `[batch, out_height, out_width, out_features]`.
@@ -79,9 +207,7 @@ def polyphase_conv_transpose(inputs: Array, kernel: Array, strides: Sequence[int
   cols = -(-out_w // sw)
   pad_h = (-low_h, rows - 1 + high_h - (height - 1))
   pad_w = (-low_w, cols - 1 + high_w - (width - 1))
-  outputs = jax.lax.conv_general_dilated(
-      inputs, phases, window_strides=(1, 1), padding=(pad_h, pad_w),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  outputs = conv(inputs, phases, (1, 1), (pad_h, pad_w))
   outputs = outputs.reshape(batch, rows, cols, sh, sw, out_features)
   outputs = outputs.transpose(0, 1, 3, 2, 4, 5)
   outputs = outputs.reshape(batch, rows * sh, cols * sw, out_features)
@@ -104,20 +230,14 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
+    """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         tuple(self.kernel_size) + (inputs.shape[-1], self.features))
-    implementation = self.implementation
-    if implementation == "auto":
-      implementation = "polyphase" if jax.default_backend() == "cpu" else "lax"
-    if implementation == "polyphase" and max(self.strides) > 1:
+    if _use_fast_cpu_forms(self.implementation, ("polyphase", "lax")) and max(self.strides) > 1:
       outputs = polyphase_conv_transpose(inputs, kernel, self.strides, self.padding)
-    elif implementation in ("polyphase", "lax"):
-      outputs = jax.lax.conv_transpose(
-          inputs, kernel, tuple(self.strides), self.padding,
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
     else:
-      raise ValueError(
-          f"Unknown implementation {implementation!r}; use 'auto', 'polyphase' or 'lax'.")
+      outputs = jax.lax.conv_transpose(inputs, kernel, tuple(self.strides), self.padding,
+                                       dimension_numbers=DIMENSIONS)
     if self.use_bias:
       outputs = outputs + self.param("bias", nn.initializers.zeros, (self.features,))
     return outputs

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from invariant_slots.modules.convolution import ConvTranspose
+from invariant_slots.modules.convolution import Conv, ConvTranspose
 from invariant_slots.modules.encoders import SoftPositionEmbed
 from invariant_slots.registry import Registry
 
@@ -68,10 +68,10 @@ class SpatialBroadcastDecoder(nn.Module):
         x = ConvTranspose(width, kernel, (stride, stride),
                           implementation=self.conv_transpose_impl)(x)
       else:
-        x = nn.Conv(width, kernel)(x)
+        x = Conv(width, kernel)(x)
       x = nn.relu(x)
     if self.readout == "conv":
-      x = nn.Conv(self.output_channels + 1, (3, 3))(x)
+      x = Conv(self.output_channels + 1, (3, 3))(x)
       slot_outputs, alpha_logits = jnp.split(x, [self.output_channels], axis=-1)
     else:
       alpha_logits = nn.Dense(1, name="alpha_logits")(x)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from invariant_slots.modules.attention import TransformerBlock
+from invariant_slots.modules.convolution import Conv
 from invariant_slots.registry import Registry
 
 Array = jax.Array
@@ -98,44 +99,51 @@ class TransformerHead(nn.Module):
     return x.reshape(batch, height, width, self.qkv_size)
 
 
-def encoder_head(features: Array, mlp_size: int, output_size: int, position_embedding: str,
-                 transformer: dict | None) -> Array:
-  """The head of every image encoder: `FeatureHead`, or `TransformerHead` when
-  `transformer` (its options) is given. Returns `[b, h, w, output_size]` (or
-  `transformer["qkv_size"]` channels)."""
-  if transformer:
-    return TransformerHead(mlp_size, position_embedding=position_embedding, name="head",
-                           **transformer)(features)
-  return FeatureHead(mlp_size, output_size, position_embedding)(features)
+class HeadedEncoder(nn.Module):
+  """Base of the image encoders: a backbone (`backbone`, in subclasses) and the head.
 
-
-@ENCODERS.register("CNN")
-class CNNEncoder(nn.Module):
-  """Plain CNN (Locatello et al.: 4 x 5x5 convs, 64 channels) plus the encoder head.
-
-  `position_embedding` ("borders" or "linear") and `transformer` (options of
-  `TransformerHead`: num_layers, num_heads, qkv_size, transformer_mlp_size;
-  None for the MLP head) choose the head.
+  `mlp_size`, `output_size` and `position_embedding` ("borders" or "linear")
+  configure `FeatureHead`; `transformer` (the options of `TransformerHead`:
+  num_layers, num_heads, qkv_size, transformer_mlp_size, zero_init_residual)
+  replaces it with SAVi++'s Transformer head, whose width is its `qkv_size`.
   """
 
-  features: Sequence[int] = (64, 64, 64, 64)
-  kernel_size: int = 5
-  strides: Sequence[int] = (1, 1, 1, 1)
   mlp_size: int = 64
   output_size: int = 64
   position_embedding: str = "borders"
   transformer: dict | None = None
 
+  def backbone(self, image: Array) -> Array:
+    """`[b, H, W, 3]` -> `[b, h, w, c]`."""
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, image: Array, train: bool = False) -> Array:
+    """`[b, H, W, 3]` -> `[b, h, w, output_size]` (or the Transformer's `qkv_size`)."""
     del train
+    features = self.backbone(image)
+    if self.transformer:
+      return TransformerHead(self.mlp_size, position_embedding=self.position_embedding,
+                             name="head", **self.transformer)(features)
+    return FeatureHead(self.mlp_size, self.output_size, self.position_embedding)(features)
+
+
+@ENCODERS.register("CNN")
+class CNNEncoder(HeadedEncoder):
+  """Plain CNN (Locatello et al.: 4 x 5x5 convs, 64 channels) plus the head
+  (`HeadedEncoder`)."""
+
+  features: Sequence[int] = (64, 64, 64, 64)
+  kernel_size: int = 5
+  strides: Sequence[int] = (1, 1, 1, 1)
+
+  def backbone(self, image: Array) -> Array:
     if len(self.strides) != len(self.features):
       raise ValueError("encoder strides and features must have the same length.")
     x = image
     for width, stride in zip(self.features, self.strides):
-      x = nn.relu(nn.Conv(width, (self.kernel_size,) * 2, strides=stride)(x))
-    return encoder_head(x, self.mlp_size, self.output_size, self.position_embedding,
-                        self.transformer)
+      x = nn.relu(Conv(width, (self.kernel_size,) * 2, strides=stride)(x))
+    return x
 
 
 class ResidualBlock(nn.Module):
@@ -147,12 +155,12 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     shortcut = x
-    y = nn.Conv(self.features, (3, 3), strides=self.stride, use_bias=False)(x)
+    y = Conv(self.features, (3, 3), strides=self.stride, use_bias=False)(x)
     y = nn.relu(nn.GroupNorm(num_groups=min(32, self.features))(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
+    y = Conv(self.features, (3, 3), use_bias=False)(y)
     y = nn.GroupNorm(num_groups=min(32, self.features), scale_init=nn.initializers.zeros)(y)
     if shortcut.shape != y.shape:
-      shortcut = nn.Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(x)
+      shortcut = Conv(self.features, (1, 1), strides=self.stride, use_bias=False)(x)
       shortcut = nn.GroupNorm(num_groups=min(32, self.features))(shortcut)
     return nn.relu(shortcut + y)
 
@@ -174,7 +182,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, image: Array) -> Array:
-    x = nn.Conv(self.width, (self.stem_kernel_size,) * 2, strides=self.stem_stride,
+    x = Conv(self.width, (self.stem_kernel_size,) * 2, strides=self.stem_stride,
                 use_bias=False)(image)
     x = nn.GroupNorm(num_groups=min(32, self.width))(x)
     if self.stem_activation:
@@ -187,27 +195,21 @@ class ResNet(nn.Module):
 
 
 @ENCODERS.register("ResNet34")
-class ResNet34Encoder(nn.Module):
-  """ResNet-34 (3, 4, 6, 3 basic blocks, `ResNet`) plus the encoder head.
+class ResNet34Encoder(HeadedEncoder):
+  """ResNet-34 (3, 4, 6, 3 basic blocks, `ResNet`) plus the head (`HeadedEncoder`).
 
-  The head options are those of `CNNEncoder`; SAVi++ uses the 3x3 stem without
-  ReLU, the "linear" position grid and the Transformer head.
+  SAVi++ uses the 3x3 stem without ReLU, the "linear" position grid and the
+  Transformer head.
   """
 
+  mlp_size: int = 256
+  output_size: int = 128
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
   stem_kernel_size: int = 7
   stem_stride: int = 1
   stem_activation: bool = True
-  mlp_size: int = 256
-  output_size: int = 128
-  position_embedding: str = "borders"
-  transformer: dict | None = None
 
-  @nn.compact
-  def __call__(self, image: Array, train: bool = False) -> Array:
-    del train
-    x = ResNet(self.stage_sizes, self.width, self.stem_kernel_size, self.stem_stride,
-               self.stem_activation, name="backbone")(image)
-    return encoder_head(x, self.mlp_size, self.output_size, self.position_embedding,
-                        self.transformer)
+  def backbone(self, image: Array) -> Array:
+    return ResNet(self.stage_sizes, self.width, self.stem_kernel_size, self.stem_stride,
+                  self.stem_activation, name="backbone")(image)

@@ -16,7 +16,8 @@ import ml_collections
 
 from invariant_slots.modules import models
 from invariant_slots.modules import remat
-from invariant_slots.modules.attention import ACTIVATIONS, TransformerBlock
+from invariant_slots.modules.attention import ACTIVATIONS, TransformerStack
+from invariant_slots.modules.convolution import Conv
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.decoders import DECODERS
 from invariant_slots.modules.encoders import ENCODERS
@@ -84,7 +85,7 @@ RAY_INPUTS = ("pixels", "patches")
 
 
 @ENCODERS.register("SRT")
-class SRTEncoder(nn.Module):
+class SRTEncoder(TransformerStack):
   """Scene encoder of SRT: shared CNN over posed views, then a Transformer.
 
   The CNN has one block per entry of `features`: a 3x3 conv to
@@ -92,8 +93,7 @@ class SRTEncoder(nn.Module):
   stride 2 to `features[i]`, each with a ReLU (`conv_bias` switches the conv
   biases). A linear map takes each patch to `hidden_size`; the rays enter as
   set by `ray_input` (below). `num_layers` pre-LN Transformer blocks
-  (`num_heads` heads of `qkv_size` features in all, `qkv_bias`, MLP of
-  `mlp_size` with `activation`) attend over all patches of all views. With
+  (`TransformerStack`) attend over all patches of all views. With
   `first_view_embedding` a learned vector marks the patches of the first view;
   with `output_size` a LayerNorm and a linear map to that width end the
   encoder. OSRT's encoder: features (192, 384, 768), hidden_features (96, 192,
@@ -106,10 +106,7 @@ class SRTEncoder(nn.Module):
   hidden_size: int = 768
   num_layers: int = 5
   num_heads: int = 12
-  qkv_size: int | None = None
-  qkv_bias: bool = True
   mlp_size: int = 1536
-  activation: str = "gelu"
   first_view_embedding: bool = True
   output_size: int | None = 768
   ray_encoding: RayEncoding = RayEncoding()
@@ -140,8 +137,8 @@ class SRTEncoder(nn.Module):
       raise ValueError("encoder hidden_features and features must have the same length.")
     x = x.reshape((batch * views,) + x.shape[2:])
     for index, (hidden, width) in enumerate(zip(hidden_features, self.features)):
-      x = nn.relu(nn.Conv(hidden, (3, 3), use_bias=self.conv_bias, name=f"conv_{index}_0")(x))
-      x = nn.relu(nn.Conv(width, (3, 3), strides=2, use_bias=self.conv_bias,
+      x = nn.relu(Conv(hidden, (3, 3), use_bias=self.conv_bias, name=f"conv_{index}_0")(x))
+      x = nn.relu(Conv(width, (3, 3), strides=2, use_bias=self.conv_bias,
                           name=f"conv_{index}_1")(x))
     x = nn.Dense(self.hidden_size, name="patch_projection")(x)
     if self.ray_input == "patches":
@@ -158,9 +155,7 @@ class SRTEncoder(nn.Module):
       x = x + first_view[jnp.minimum(jnp.arange(views), 1)][None, :, None]
     x = x.reshape((batch, -1, self.hidden_size))
     for index in range(self.num_layers):
-      block = TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size,
-                               qkv_bias=self.qkv_bias, activation=self.activation,
-                               name=f"transformer_{index}")
+      block = self.transformer_block(f"transformer_{index}")
       x = remat.call(block, x, remat=self.remat)
     if self.output_size is None:
       return x
@@ -172,15 +167,14 @@ RENDER_INPUTS = ("rays", "queries")
 
 
 @DECODERS.register("SlotMixer")
-class SlotMixerDecoder(nn.Module):
+class SlotMixerDecoder(TransformerStack):
   """Slot Mixer: per-ray weights over slots from an allocation Transformer.
 
   Query rays (encoded like the encoder's) go through an MLP (`query_mlp_size`
   hidden units, `hidden_size` out) and `num_layers` pre-LN cross-attention
-  blocks to the slots (`num_heads` heads of `qkv_size` features in all, MLP
-  `mlp_size`, `activation`). The dot products of the result, projected to
-  `mixing_size`, with the slots projected to `mixing_size`, softmaxed over
-  slots, are the masks. The mask-weighted slot mean and the render input
+  blocks to the slots (`TransformerStack`). The dot products of the result,
+  projected to `mixing_size`, with the slots projected to `mixing_size`,
+  softmaxed over slots, are the masks. The mask-weighted slot mean and the render input
   (`render_input`: the ray encoding, or the query-MLP output as in OSRT) go
   through the render MLP (`render_sizes`, `render_activation`) to RGB.
 
@@ -193,12 +187,6 @@ class SlotMixerDecoder(nn.Module):
 
   hidden_size: int = 256
   query_mlp_size: int | None = None
-  num_layers: int = 2
-  num_heads: int = 4
-  qkv_size: int | None = None
-  qkv_bias: bool = True
-  mlp_size: int = 512
-  activation: str = "gelu"
   mixing_size: int | None = None
   slot_norm: bool = True
   mixing_norm: bool = True
@@ -223,8 +211,7 @@ class SlotMixerDecoder(nn.Module):
     context = nn.LayerNorm(name="slot_norm")(slots) if self.slot_norm else slots
     x = queries
     for index in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.mlp_size, self.qkv_size, qkv_bias=self.qkv_bias,
-                           activation=self.activation, name=f"allocation_{index}")(x, context)
+      x = self.transformer_block(f"allocation_{index}")(x, context)
     if self.mixing_norm:
       x = nn.LayerNorm(name="mixing_norm")(x)
     mixing_size = self.mixing_size or self.hidden_size

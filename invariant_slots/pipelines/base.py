@@ -26,8 +26,6 @@ Array = jax.Array
 class Pipeline(protocol.Pipeline):
   """Model, eval step, metrics and summary images of one kind of experiment."""
 
-  per_example_outputs: tuple[str, ...] = ()
-
   def build_model(self, config: ml_collections.ConfigDict) -> nn.Module:
     """The model of `config.model`; raises `ConfigError` on bad settings."""
     return model_specs.build_model(config)

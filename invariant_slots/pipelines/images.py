@@ -52,14 +52,13 @@ def image_eval_metrics(statistics: tuple[str, ...] = ()) -> type[clu.metrics.Col
 class ImagePipeline(Pipeline):
   """Slot Attention style object discovery on single images."""
 
-  per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "mask_confidence",
-                         "segmentations")
+  def per_example_outputs(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    return ("loss", "ari", "fg_ari", "psnr", "pred_ids", "mask_confidence",
+            "segmentations") + solver_statistics(config)
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true, num_slots = segment_counts(config)
     statistics = solver_statistics(config)
-    # The solver statistics join the per-example outputs of this run.
-    self.per_example_outputs = type(self).per_example_outputs + statistics
 
     def eval_step(params, batch: dict[str, Array], rng: Array) -> dict[str, Array]:
       outputs, state = model.apply({"params": params}, batch, train=False,

@@ -23,7 +23,9 @@ Array = jax.Array
 class MultiviewPipeline(Pipeline):
   """OSRT: encode posed input views into slots, render held-out views."""
 
-  per_example_outputs = ("loss", "ari", "fg_ari", "psnr", "pred_ids", "target_ids")
+  def per_example_outputs(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    del config
+    return ("loss", "ari", "fg_ari", "psnr", "pred_ids", "target_ids")
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true, num_slots = segment_counts(config)

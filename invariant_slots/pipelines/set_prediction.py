@@ -30,7 +30,9 @@ Array = jax.Array
 class SetPredictionPipeline(Pipeline):
   """Slots -> object property vectors, Hungarian-matched loss, AP metrics."""
 
-  per_example_outputs = ("loss", "set_prediction", "target")
+  def per_example_outputs(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    del config
+    return ("loss", "set_prediction", "target")
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
 

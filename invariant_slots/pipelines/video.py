@@ -77,8 +77,9 @@ VIDEO_EVAL_METRICS = clu.metrics.Collection.create(
 class VideoPipeline(Pipeline):
   """SAVi-style conditioned object discovery and tracking in videos."""
 
-  per_example_outputs = ("loss", "ari", "fg_ari", "fg_ari_all_frames", "psnr", "pred_ids",
-                         "segmentations")
+  def per_example_outputs(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    del config
+    return ("loss", "ari", "fg_ari", "fg_ari_all_frames", "psnr", "pred_ids", "segmentations")
 
   def make_eval_step(self, model, config: ml_collections.ConfigDict):
     num_true, num_slots = segment_counts(config)
