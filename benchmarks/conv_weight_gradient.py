@@ -6,8 +6,8 @@ For the stride-1 convolutions that the decoder runs (the 3x3, 64 -> 4*64
 polyphase form of a 5x5 stride-2 transposed convolution, and a 5x5 64 -> 64
 convolution), times the forward pass, forward + input gradient and forward +
 weight gradient with XLA's convolution, and forward + weight gradient computed
-instead as one matrix product per kernel tap (`einsum` of the shifted input and
-the output gradient), which gives the same numbers.
+instead as one matrix product per kernel tap (`modules/convolution.tap_conv`,
+the form `Conv` uses on CPU), which gives the same numbers.
 """
 
 import argparse
@@ -18,35 +18,18 @@ import numpy as np
 
 from conv_transpose import timed
 
-DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+from invariant_slots.modules import convolution
 
 
 def conv(x: jax.Array, w: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DIMENSIONS)
+  """XLA's convolution (stride 1, SAME)."""
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                      dimension_numbers=convolution.DIMENSIONS)
 
 
-@jax.custom_vjp
 def conv_tap_gradient(x: jax.Array, w: jax.Array) -> jax.Array:
-  """`conv` whose weight gradient is one matrix product per kernel tap."""
-  return conv(x, w)
-
-
-def _forward(x, w):
-  return conv(x, w), (x, w)
-
-
-def _backward(residuals, grad):
-  x, w = residuals
-  _, input_vjp = jax.vjp(lambda x: conv(x, w), x)
-  kh, kw = w.shape[:2]
-  height, width = x.shape[1:3]
-  padded = jnp.pad(x, ((0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), (0, 0)))
-  taps = [jnp.einsum("nhwc,nhwo->co", padded[:, i:i + height, j:j + width], grad)
-          for i in range(kh) for j in range(kw)]
-  return input_vjp(grad)[0], jnp.stack(taps).reshape(w.shape)
-
-
-conv_tap_gradient.defvjp(_forward, _backward)
+  """The package's convolution whose weight gradient is one product per tap."""
+  return convolution.tap_conv(x, w)
 
 
 def main() -> None:

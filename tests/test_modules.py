@@ -109,16 +109,30 @@ def test_conv_transpose_lax_and_stride_one_match_flax():
     np.testing.assert_allclose(got, reference.apply(params, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size,kernel,strides,padding", _CONV_CASES[::3])
+def test_polyphase_form_with_tap_gradients_matches_xla(size, kernel, strides, padding):
+  rng = np.random.default_rng(sum(size))
+  x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*kernel, 3, 5)), jnp.float32)
+  want = jax.lax.conv_transpose(x, w, strides, padding, dimension_numbers=convolution.DIMENSIONS)
+  cotangent = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+  loss = lambda conv: lambda x, w: jnp.sum(  # pylint: disable=g-long-lambda
+      convolution.polyphase_conv_transpose(x, w, strides, padding, conv=conv) * cotangent)
+  want_grads = jax.grad(lambda x, w: jnp.sum(jax.lax.conv_transpose(
+      x, w, strides, padding, dimension_numbers=convolution.DIMENSIONS) * cotangent),
+                        argnums=(0, 1))(x, w)
+  got_grads = jax.grad(loss(convolution.tap_conv), argnums=(0, 1))(x, w)
+  for got, expected in zip(got_grads, want_grads):
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
 _TAP_CONV_CASES = [  # size, kernel, strides, padding, in -> out features
-    ((7, 7), (1, 1), (1, 1), "SAME", (3, 5)),
-    ((7, 9), (3, 3), (1, 1), "SAME", (5, 7)),
+    ((7, 9), (1, 1), (1, 1), "SAME", (3, 5)),
     ((9, 7), (5, 5), (1, 1), "SAME", (3, 2)),
     ((7, 7), (3, 3), (2, 2), "SAME", (4, 6)),
-    ((9, 8), (5, 5), (2, 2), "SAME", (3, 5)),
     ((8, 9), (1, 1), (2, 2), "SAME", (6, 3)),
     ((7, 7), (3, 3), (1, 1), "VALID", (5, 3)),
-    ((9, 7), (5, 5), (2, 2), "VALID", (3, 7)),
-    ((8, 8), (3, 3), (2, 2), "VALID", (2, 5)),
+    ((9, 8), (5, 5), (2, 2), "VALID", (3, 7)),
     ((9, 9), (3, 5), (2, 1), "SAME", (3, 4)),  # anisotropic
 ]
 
@@ -158,11 +172,16 @@ def test_conv_switches_by_backend_and_rejects_bad_options(monkeypatch):
   for impl in ("lax", "auto"):
     got = convolution.Conv(3, (3, 3), implementation=impl).apply(params, x)
     np.testing.assert_allclose(got, nn.Conv(3, (3, 3)).apply(params, x), atol=1e-5)
-  uses_taps = lambda: "custom_vjp" in str(jax.make_jaxpr(  # pylint: disable=g-long-lambda
-      lambda p: convolution.Conv(3, (3, 3)).apply(p, x))(params))
-  assert jax.default_backend() != "cpu" or uses_taps()  # "auto" on CPU: the tap form
-  monkeypatch.setenv(convolution.AUTO_VARIABLE, "lax")
-  assert not uses_taps()
+  def uses_taps(in_features, out_features):
+    wide = convolution.Conv(out_features, (3, 3))
+    inputs = jnp.zeros((1, 5, 5, in_features))
+    return "custom_vjp" in str(jax.make_jaxpr(
+        lambda x: wide.init_with_output(_key(0), x))(inputs))
+
+  if jax.default_backend() == "cpu":  # "auto" on CPU: taps for wide kernels only
+    assert uses_taps(32, 32) and not uses_taps(16, 4)
+  monkeypatch.setenv(convolution.AUTO_VARIABLE, "polyphase")
+  assert not uses_taps(32, 32)
   with pytest.raises(ValueError, match="implementation"):
     convolution.Conv(3, (3, 3), implementation="fft").init(_key(0), x)
   with pytest.raises(ValueError, match="padding"):

@@ -27,9 +27,15 @@ import numpy as np
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# Setting this environment variable to "lax" makes "auto" choose XLA's own
-# convolutions on CPU too (for benchmarks and comparisons).
-AUTO_VARIABLE = "INVARIANT_SLOTS_CONV"
+# The fast forms that "auto" may choose on CPU: this environment variable, a
+# comma-separated subset of "taps,polyphase" (the default; "" or "lax" leaves
+# XLA's own convolutions everywhere, for benchmarks and comparisons).
+AUTO_VARIABLE = "INVARIANT_SLOTS_CPU_CONV"
+FAST_FORMS = ("taps", "polyphase")
+# "auto" takes the tap form only for kernels with at least this many
+# `in * out` features: below it, XLA's weight gradient is as fast
+# (docs/benchmarks.md).
+MIN_TAP_FEATURES = 1024
 
 
 def _use_fast_cpu_forms(implementation: str, choices: Sequence[str]) -> bool:
@@ -39,7 +45,8 @@ def _use_fast_cpu_forms(implementation: str, choices: Sequence[str]) -> bool:
     raise ValueError(f"Unknown implementation {implementation!r}; use 'auto', "
                      + " or ".join(repr(c) for c in choices) + ".")
   if implementation == "auto":
-    return jax.default_backend() == "cpu" and os.environ.get(AUTO_VARIABLE) != "lax"
+    allowed = os.environ.get(AUTO_VARIABLE, ",".join(FAST_FORMS)).split(",")
+    return jax.default_backend() == "cpu" and choices[0] in allowed
   return implementation == choices[0]
 
 
@@ -114,11 +121,27 @@ def tap_conv(inputs: Array, kernel: Array, strides: Sequence[int] = (1, 1),
                                                          padding))
 
 
+def lax_conv(inputs: Array, kernel: Array, strides: Sequence[int] = (1, 1),
+             padding: str | Sequence[tuple[int, int]] = "SAME") -> Array:
+  """XLA's convolution, with the arguments of `tap_conv`."""
+  strides = tuple(int(s) for s in strides)
+  return _lax_conv(inputs, kernel, strides, conv_padding(inputs.shape, kernel.shape, strides,
+                                                         padding))
+
+
+def _auto_conv(in_features: int, out_features: int):
+  """`tap_conv` or `lax_conv`, as "auto" chooses for an `in -> out` kernel."""
+  taps = (_use_fast_cpu_forms("auto", ("taps", "lax"))
+          and in_features * out_features >= MIN_TAP_FEATURES)
+  return tap_conv if taps else lax_conv
+
+
 class Conv(nn.Module):
   """Drop-in `nn.Conv` (2D, NHWC) whose weight gradient is fast on CPU.
 
   `implementation`: "taps" (`tap_conv`), "lax" (XLA's convolution) or "auto"
-  (taps on CPU, lax elsewhere).
+  (taps on CPU for kernels of at least `MIN_TAP_FEATURES` in * out features,
+  lax elsewhere).
   """
 
   features: int
@@ -134,11 +157,11 @@ class Conv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         tuple(self.kernel_size) + (inputs.shape[-1], self.features))
     strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-    if _use_fast_cpu_forms(self.implementation, ("taps", "lax")):
-      outputs = tap_conv(inputs, kernel, strides, self.padding)
+    if self.implementation == "auto":
+      conv = _auto_conv(inputs.shape[-1], self.features)
     else:
-      outputs = _lax_conv(inputs, kernel, strides,
-                          conv_padding(inputs.shape, kernel.shape, strides, self.padding))
+      conv = tap_conv if _use_fast_cpu_forms(self.implementation, ("taps", "lax")) else lax_conv
+    outputs = conv(inputs, kernel, strides, self.padding)
     if self.use_bias:
       outputs = outputs + self.param("bias", nn.initializers.zeros, (self.features,))
     return outputs
@@ -182,7 +205,7 @@ def _phase_taps(size: int, kernel: int, stride: int,
 
 
 def polyphase_conv_transpose(inputs: Array, kernel: Array, strides: Sequence[int],
-                             padding: str = "SAME", conv=tap_conv) -> Array:
+                             padding: str = "SAME", conv=lax_conv) -> Array:
   """Equals `lax.conv_transpose(inputs, kernel, strides, padding)` (NHWC, HWIO).
 
   Args:
@@ -190,7 +213,8 @@ def polyphase_conv_transpose(inputs: Array, kernel: Array, strides: Sequence[int
     kernel: `[kh, kw, in_features, out_features]`.
     strides: `(sh, sw)`.
     padding: 'SAME' or 'VALID'.
-    conv: The stride-1 convolution `conv(inputs, kernel, strides, padding)`.
+    conv: The stride-1 convolution `conv(inputs, kernel, strides, padding)`
+      (`lax_conv` or `tap_conv`).
 
   Returns:
     `[batch, out_height, out_width, out_features]`.
@@ -234,7 +258,10 @@ class ConvTranspose(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         tuple(self.kernel_size) + (inputs.shape[-1], self.features))
     if _use_fast_cpu_forms(self.implementation, ("polyphase", "lax")) and max(self.strides) > 1:
-      outputs = polyphase_conv_transpose(inputs, kernel, self.strides, self.padding)
+      phases = int(np.prod(self.strides))
+      outputs = polyphase_conv_transpose(
+          inputs, kernel, self.strides, self.padding,
+          conv=_auto_conv(inputs.shape[-1], phases * self.features))
     else:
       outputs = jax.lax.conv_transpose(inputs, kernel, tuple(self.strides), self.padding,
                                        dimension_numbers=DIMENSIONS)
