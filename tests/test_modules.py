@@ -1,5 +1,6 @@
 """Tests for the model parts in invariant_slots.modules and build_model."""
 
+import functools
 import importlib.util
 import pathlib
 
@@ -69,6 +70,17 @@ _CONV_CASES = [
 ]
 
 
+def _outputs_and_grads(modules, params, x, cotangent):
+  """Each module's output and the gradients of `sum(output * cotangent)` with
+  respect to the parameters and the input."""
+  results = []
+  for module in modules:
+    loss = lambda p, i, m=module: jnp.sum(m.apply(p, i) * cotangent)
+    grads = jax.grad(loss, argnums=(0, 1))(params, x)
+    results.append((module.apply(params, x), grads[0]["params"], grads[1]))
+  return results
+
+
 @pytest.mark.parametrize("size,kernel,strides,padding", _CONV_CASES)
 def test_polyphase_conv_transpose_matches_flax(size, kernel, strides, padding):
   rng = np.random.default_rng(sum(size) * 10 + kernel[0])
@@ -84,16 +96,9 @@ def test_polyphase_conv_transpose_matches_flax(size, kernel, strides, padding):
   out_shape = jax.eval_shape(reference.apply, params, x).shape
   cotangent = rng.normal(size=out_shape).astype(np.float32)
 
-  @jax.jit
-  def outputs_and_grads(params, x):
-    results = []
-    for module in (reference, ours):
-      loss = lambda p, i, m=module: jnp.sum(m.apply(p, i) * cotangent)
-      grads = jax.grad(loss, argnums=(0, 1))(params, x)
-      results.append((module.apply(params, x), grads[0]["params"]["kernel"], grads[1]))
-    return results
-
-  (want, want_dk, want_dx), (got, got_dk, got_dx) = outputs_and_grads(params, x)
+  (want, want_dp, want_dx), (got, got_dp, got_dx) = jax.jit(
+      functools.partial(_outputs_and_grads, (reference, ours), cotangent=cotangent))(params, x)
+  want_dk, got_dk = want_dp["kernel"], got_dp["kernel"]
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(got_dk, want_dk, atol=1e-4, rtol=1e-4)
@@ -150,16 +155,8 @@ def test_tap_conv_matches_flax_conv_and_both_gradients(size, kernel, strides, pa
                                 params["params"]["kernel"])
   cotangent = rng.normal(size=jax.eval_shape(reference.apply, params, x).shape)
 
-  @jax.jit
-  def outputs_and_grads(params, x):
-    results = []
-    for module in (reference, ours):
-      loss = lambda p, i, m=module: jnp.sum(m.apply(p, i) * cotangent)
-      grads = jax.grad(loss, argnums=(0, 1))(params, x)
-      results.append((module.apply(params, x), grads[0]["params"], grads[1]))
-    return results
-
-  (want, want_dp, want_dx), (got, got_dp, got_dx) = outputs_and_grads(params, x)
+  (want, want_dp, want_dx), (got, got_dp, got_dx) = jax.jit(
+      functools.partial(_outputs_and_grads, (reference, ours), cotangent=cotangent))(params, x)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(got_dp["kernel"], want_dp["kernel"], atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(got_dp["bias"], want_dp["bias"], atol=1e-4, rtol=1e-4)

@@ -136,13 +136,8 @@ def _auto_conv(in_features: int, out_features: int):
   return tap_conv if taps else lax_conv
 
 
-class Conv(nn.Module):
-  """Drop-in `nn.Conv` (2D, NHWC) whose weight gradient is fast on CPU.
-
-  `implementation`: "taps" (`tap_conv`), "lax" (XLA's convolution) or "auto"
-  (taps on CPU for kernels of at least `MIN_TAP_FEATURES` in * out features,
-  lax elsewhere).
-  """
+class _Convolution(nn.Module):
+  """Options and parameters shared by `Conv` and `ConvTranspose`."""
 
   features: int
   kernel_size: Sequence[int]
@@ -151,20 +146,39 @@ class Conv(nn.Module):
   use_bias: bool = True
   implementation: str = "auto"
 
+  def stride_pair(self) -> tuple[int, int]:
+    """`strides` as `(sh, sw)`."""
+    return (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+
+  def kernel(self, inputs: Array) -> Array:
+    """The `[kh, kw, in, features]` kernel parameter (`lecun_normal`, as flax's)."""
+    return self.param("kernel", nn.initializers.lecun_normal(),
+                      tuple(self.kernel_size) + (inputs.shape[-1], self.features))
+
+  def add_bias(self, outputs: Array) -> Array:
+    """`outputs` plus the `[features]` bias parameter when `use_bias`."""
+    if not self.use_bias:
+      return outputs
+    return outputs + self.param("bias", nn.initializers.zeros, (self.features,))
+
+
+class Conv(_Convolution):
+  """Drop-in `nn.Conv` (2D, NHWC) whose weight gradient is fast on CPU.
+
+  `implementation`: "taps" (`tap_conv`), "lax" (XLA's convolution) or "auto"
+  (taps on CPU for kernels of at least `MIN_TAP_FEATURES` in * out features,
+  lax elsewhere).
+  """
+
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        tuple(self.kernel_size) + (inputs.shape[-1], self.features))
-    strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    kernel = self.kernel(inputs)
     if self.implementation == "auto":
       conv = _auto_conv(inputs.shape[-1], self.features)
     else:
       conv = tap_conv if _use_fast_cpu_forms(self.implementation, ("taps", "lax")) else lax_conv
-    outputs = conv(inputs, kernel, strides, self.padding)
-    if self.use_bias:
-      outputs = outputs + self.param("bias", nn.initializers.zeros, (self.features,))
-    return outputs
+    return self.add_bias(conv(inputs, kernel, self.stride_pair(), self.padding))
 
 
 def transpose_padding(kernel: int, stride: int, padding: str) -> tuple[int, int]:
@@ -238,33 +252,22 @@ def polyphase_conv_transpose(inputs: Array, kernel: Array, strides: Sequence[int
   return outputs[:, :out_h, :out_w]
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_Convolution):
   """Drop-in `nn.ConvTranspose` whose strided case may run in polyphase form.
 
   `implementation`: 'polyphase', 'lax' (XLA's transposed convolution) or 'auto'
   (polyphase on CPU, where it is much faster to differentiate, lax elsewhere).
   """
 
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: str = "SAME"
-  use_bias: bool = True
-  implementation: str = "auto"
-
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        tuple(self.kernel_size) + (inputs.shape[-1], self.features))
-    if _use_fast_cpu_forms(self.implementation, ("polyphase", "lax")) and max(self.strides) > 1:
-      phases = int(np.prod(self.strides))
+    kernel, strides = self.kernel(inputs), self.stride_pair()
+    if _use_fast_cpu_forms(self.implementation, ("polyphase", "lax")) and max(strides) > 1:
       outputs = polyphase_conv_transpose(
-          inputs, kernel, self.strides, self.padding,
-          conv=_auto_conv(inputs.shape[-1], phases * self.features))
+          inputs, kernel, strides, self.padding,
+          conv=_auto_conv(inputs.shape[-1], strides[0] * strides[1] * self.features))
     else:
-      outputs = jax.lax.conv_transpose(inputs, kernel, tuple(self.strides), self.padding,
+      outputs = jax.lax.conv_transpose(inputs, kernel, strides, self.padding,
                                        dimension_numbers=DIMENSIONS)
-    if self.use_bias:
-      outputs = outputs + self.param("bias", nn.initializers.zeros, (self.features,))
-    return outputs
+    return self.add_bias(outputs)
