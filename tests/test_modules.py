@@ -169,16 +169,20 @@ def test_conv_switches_by_backend_and_rejects_bad_options(monkeypatch):
   for impl in ("lax", "auto"):
     got = convolution.Conv(3, (3, 3), implementation=impl).apply(params, x)
     np.testing.assert_allclose(got, nn.Conv(3, (3, 3)).apply(params, x), atol=1e-5)
-  def uses_taps(in_features, out_features):
+  def uses_taps(in_features, out_features, size=64):
     wide = convolution.Conv(out_features, (3, 3))
-    inputs = jnp.zeros((1, 5, 5, in_features))
+    inputs = jnp.zeros((8, size, size, in_features))  # 8 * 64 * 64 = 32768 positions
     return "custom_vjp" in str(jax.make_jaxpr(
         lambda x: wide.init_with_output(_key(0), x))(inputs))
 
-  if jax.default_backend() == "cpu":  # "auto" on CPU: taps for wide kernels only
-    assert uses_taps(32, 32) and not uses_taps(16, 4)
+  if jax.default_backend() == "cpu":  # "auto" on CPU: taps for wide kernels on large maps
+    assert uses_taps(32, 32) and not uses_taps(16, 4) and not uses_taps(32, 32, size=32)
   monkeypatch.setenv(convolution.AUTO_VARIABLE, "polyphase")
   assert not uses_taps(32, 32)
+  # Mixed dtypes are promoted as nn.Conv does.
+  mixed = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
+  np.testing.assert_allclose(convolution.Conv(3, (3, 3)).apply(mixed, x),
+                             nn.Conv(3, (3, 3)).apply(mixed, x), atol=1e-2)
   with pytest.raises(ValueError, match="implementation"):
     convolution.Conv(3, (3, 3), implementation="fft").init(_key(0), x)
   with pytest.raises(ValueError, match="padding"):

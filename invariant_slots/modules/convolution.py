@@ -33,9 +33,11 @@ DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 AUTO_VARIABLE = "INVARIANT_SLOTS_CPU_CONV"
 FAST_FORMS = ("taps", "polyphase")
 # "auto" takes the tap form only for kernels with at least this many
-# `in * out` features: below it, XLA's weight gradient is as fast
-# (docs/benchmarks.md).
+# `in * out` features over at least this many output positions (batch x
+# height x width): below them XLA's weight gradient is as fast, and the tap
+# form's longer compilation does not pay (docs/benchmarks.md).
 MIN_TAP_FEATURES = 1024
+MIN_TAP_POSITIONS = 32768
 
 
 def _use_fast_cpu_forms(implementation: str, choices: Sequence[str]) -> bool:
@@ -129,10 +131,12 @@ def lax_conv(inputs: Array, kernel: Array, strides: Sequence[int] = (1, 1),
                                                          padding))
 
 
-def _auto_conv(in_features: int, out_features: int):
-  """`tap_conv` or `lax_conv`, as "auto" chooses for an `in -> out` kernel."""
+def _auto_conv(in_features: int, out_features: int, positions: int):
+  """`tap_conv` or `lax_conv`, as "auto" chooses for an `in -> out` kernel
+  with `positions` output positions."""
   taps = (_use_fast_cpu_forms("auto", ("taps", "lax"))
-          and in_features * out_features >= MIN_TAP_FEATURES)
+          and in_features * out_features >= MIN_TAP_FEATURES
+          and positions >= MIN_TAP_POSITIONS)
   return tap_conv if taps else lax_conv
 
 
@@ -150,16 +154,19 @@ class _Convolution(nn.Module):
     """`strides` as `(sh, sw)`."""
     return (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
 
-  def kernel(self, inputs: Array) -> Array:
-    """The `[kh, kw, in, features]` kernel parameter (`lecun_normal`, as flax's)."""
-    return self.param("kernel", nn.initializers.lecun_normal(),
-                      tuple(self.kernel_size) + (inputs.shape[-1], self.features))
+  def inputs_and_kernel(self, inputs: Array) -> tuple[Array, Array]:
+    """`inputs` and the `[kh, kw, in, features]` kernel parameter (`lecun_normal`,
+    as flax's), promoted to one dtype as `nn.Conv` does."""
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        tuple(self.kernel_size) + (inputs.shape[-1], self.features))
+    return nn.dtypes.promote_dtype(inputs, kernel, dtype=None)
 
   def add_bias(self, outputs: Array) -> Array:
     """`outputs` plus the `[features]` bias parameter when `use_bias`."""
     if not self.use_bias:
       return outputs
-    return outputs + self.param("bias", nn.initializers.zeros, (self.features,))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return outputs + bias.astype(outputs.dtype)
 
 
 class Conv(_Convolution):
@@ -173,9 +180,11 @@ class Conv(_Convolution):
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
-    kernel = self.kernel(inputs)
+    inputs, kernel = self.inputs_and_kernel(inputs)
     if self.implementation == "auto":
-      conv = _auto_conv(inputs.shape[-1], self.features)
+      positions = inputs.shape[0] * inputs.shape[1] * inputs.shape[2] // int(
+          np.prod(self.stride_pair()))
+      conv = _auto_conv(inputs.shape[-1], self.features, positions)
     else:
       conv = tap_conv if _use_fast_cpu_forms(self.implementation, ("taps", "lax")) else lax_conv
     return self.add_bias(conv(inputs, kernel, self.stride_pair(), self.padding))
@@ -262,11 +271,12 @@ class ConvTranspose(_Convolution):
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
-    kernel, strides = self.kernel(inputs), self.stride_pair()
+    (inputs, kernel), strides = self.inputs_and_kernel(inputs), self.stride_pair()
     if _use_fast_cpu_forms(self.implementation, ("polyphase", "lax")) and max(strides) > 1:
       outputs = polyphase_conv_transpose(
           inputs, kernel, strides, self.padding,
-          conv=_auto_conv(inputs.shape[-1], strides[0] * strides[1] * self.features))
+          conv=_auto_conv(inputs.shape[-1], strides[0] * strides[1] * self.features,
+                          inputs.shape[0] * inputs.shape[1] * inputs.shape[2]))
     else:
       outputs = jax.lax.conv_transpose(inputs, kernel, strides, self.padding,
                                        dimension_numbers=DIMENSIONS)
