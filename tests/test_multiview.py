@@ -51,8 +51,7 @@ TINY = {
     "model.encoder": dict(name="SRT", features=[8, 16], hidden_size=32, num_layers=1, num_heads=2,
                           mlp_size=32, output_size=32, ray_input="patches"),
     "model.corrector.mlp_size": 32,
-    "model.decoder": dict(name="SlotMixer", hidden_size=32, num_layers=1, num_heads=2, mlp_size=32,
-                          render_sizes=[32]),
+    "model.decoder": dict(name="RayBroadcast", hidden_sizes=[32, 32]),
     "render": dict(num_frames=3, fov_deg=45.0),
 }
 
@@ -427,6 +426,90 @@ def test_eval_op_keeps_view_order_and_shifts_ids():
                                 features["instance_image"].numpy()[5:].reshape(-1) - 1)
   with pytest.raises(ConfigError, match="num_input_views"):
     preprocessing.parse_op("multiview_eval(10)")(dict(features))
+
+
+def test_targets_from_the_inputs_reconstruct_the_input_views():
+  features = _scene_features()
+  out = preprocessing.parse_op("multiview_eval(2, targets='inputs')")(dict(features))
+  np.testing.assert_allclose(out["target_color"].numpy(),
+                             features["color_image"].numpy()[:2].reshape(-1, 3) / 255.0)
+  train = preprocessing.parse_op("multiview_train(1, 12, 0, targets='inputs')")(dict(features))
+  view = train["input_origins"].numpy()[0].reshape(-1, 3)
+  assert all((view == ray).all(axis=-1).any() for ray in train["target_origins"].numpy())
+  with pytest.raises(ConfigError, match="targets='novel'.*held_out, inputs"):
+    preprocessing.parse_op("multiview_eval(2, targets='novel')")
+
+
+def _unit_vectors(rng, shape):
+  vectors = rng.normal(size=shape)
+  return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+def test_triangulate_is_the_weighted_least_squares_point_of_the_rays():
+  rng = np.random.default_rng(3)
+  directions = _unit_vectors(rng, (2, 9, 3))
+  weights = rng.uniform(size=(2, 4, 9))
+  weights /= weights.sum(-1, keepdims=True)
+  # Rays through one point: every slot finds it, whatever its weights.
+  point = rng.normal(size=(2, 1, 3))
+  origins = point - rng.uniform(1.0, 5.0, size=(2, 9, 1)) * directions
+  found = multiview.triangulate(jnp.asarray(weights), jnp.asarray(origins),
+                                jnp.asarray(directions), prior=0.0)
+  np.testing.assert_allclose(found, np.broadcast_to(point, (2, 4, 3)), atol=1e-4)
+  # Any rays: the least-squares solution of sqrt(w_t) (I - d_t d_t^T)(p - o_t) = 0
+  # with the prior's rows sqrt(prior) p = 0 (numpy's lstsq).
+  origins = rng.normal(size=(2, 9, 3))
+  found = multiview.triangulate(jnp.asarray(weights), jnp.asarray(origins),
+                                jnp.asarray(directions), prior=0.1)
+  for b, k in [(0, 0), (1, 3)]:
+    projectors = np.eye(3) - directions[b, :, :, None] * directions[b, :, None, :]
+    scale = np.sqrt(weights[b, k])[:, None, None]
+    rows = np.concatenate([(scale * projectors).reshape(-1, 3), np.sqrt(0.1) * np.eye(3)])
+    rhs = np.concatenate([(scale * projectors @ origins[b, :, :, None]).reshape(-1), np.zeros(3)])
+    np.testing.assert_allclose(found[b, k], np.linalg.lstsq(rows, rhs, rcond=None)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_ray_broadcast_decoder_follows_the_slots_and_their_positions():
+  decoder = multiview.RayBroadcastDecoder(hidden_sizes=(16, 16),
+                                          ray_encoding=multiview.RayEncoding(2, 0, 2, 0))
+  rng = np.random.default_rng(4)
+  slots = jnp.asarray(rng.normal(size=(2, 4, 8)), jnp.float32)
+  positions = jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32)
+  origins = jnp.asarray(rng.normal(size=(2, 10, 3)), jnp.float32)
+  directions = jnp.asarray(_unit_vectors(rng, (2, 10, 3)), jnp.float32)
+  params = decoder.init(jax.random.PRNGKey(0), slots, positions, origins, directions)
+  out = decoder.apply(params, slots, positions, origins, directions)
+  assert out["rgb"].shape == (2, 10, 3) and out["masks"].shape == (2, 10, 4)
+  np.testing.assert_allclose(out["masks"].sum(-1), 1.0, rtol=1e-5)
+  # Permuting the slots (with their positions) permutes the masks only.
+  order = np.array([2, 0, 3, 1])
+  permuted = decoder.apply(params, slots[:, order], positions[:, order], origins, directions)
+  np.testing.assert_allclose(permuted["masks"], out["masks"][..., order], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(permuted["rgb"], out["rgb"], rtol=1e-5, atol=1e-6)
+  moved = decoder.apply(params, slots, positions + 0.5, origins, directions)
+  assert np.abs(moved["masks"] - out["masks"]).max() > 1e-4
+
+
+def test_osrt_slot_positions_are_where_the_input_rays_meet():
+  config = tiny_config("/unused")
+  model = multiview.build_osrt(config)
+  rng = np.random.default_rng(5)
+  point = np.array([0.3, -0.2, 0.5])
+  # Every pixel's ray passes through `point` from the same distance, so every
+  # patch's mean ray does too.
+  directions = _unit_vectors(rng, (1, 2, 16, 16, 3))
+  origins = point - 4.0 * directions
+  rays = jnp.asarray(rng.uniform(size=(1, 6, 3)), jnp.float32)
+  batch = {"input_image": jnp.asarray(rng.uniform(size=(1, 2, 16, 16, 3)), jnp.float32),
+           "input_origins": jnp.asarray(origins, jnp.float32),
+           "input_directions": jnp.asarray(directions, jnp.float32),
+           "target_origins": rays, "target_directions": rays}
+  key = jax.random.PRNGKey(0)
+  outputs, _ = model.init_with_output({"params": key, "slots": key}, batch)
+  assert outputs["positions"].shape == (1, config.model.num_slots, 3)
+  # The prior (1e-2) pulls the point towards the origin by about 1.5 %.
+  np.testing.assert_allclose(outputs["positions"][0], np.broadcast_to(point, (7, 3)), atol=1e-2)
 
 
 def test_sinusoidal_encoding_shapes_and_frequencies():

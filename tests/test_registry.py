@@ -55,7 +55,7 @@ def test_build_passes_options_and_names_what_is_wrong():
 @pytest.mark.parametrize("registry, members", [
     (correctors.CORRECTORS, {"SA", "SA-ID", "SA-noGRU", "TF", "TF-Inv", "TF-Inv+GRU", "SlotODE"}),
     (encoders.ENCODERS, {"CNN", "ResNet34", "SRT"}),
-    (decoders.DECODERS, {"SpatialBroadcast", "SlotMixer"}),
+    (decoders.DECODERS, {"SpatialBroadcast", "SlotMixer", "RayBroadcast"}),
     (initializers.INITIALIZERS, {"gaussian", "learned", "conditioned"}),
     (video.PREDICTORS, {"Transformer"}),
     (pipelines.PIPELINES, {"images", "video", "multiview", "set_prediction"}),

@@ -32,6 +32,11 @@ Preprocessing ops (`config.data.preprocess_train` / `preprocess_eval`):
 * `multiview_eval(num_input_views)`: the first views are inputs; every pixel of
   the remaining views is a target ray, in view-major, row-major order, with
   its ground-truth `target_ids` (0 = background).
+
+Both take `targets="held_out"` (the default, novel views) or `"inputs"`: the
+target rays come from the input views themselves, a diagnostic that turns
+the task into reconstructing the views the model sees (with one input view,
+the single-image task).
 """
 
 import os
@@ -170,14 +175,21 @@ def load_shapes_multiview(data: ml_collections.ConfigDict, train: bool, num_shar
   return _split(data, builder, train, num_shards, shard)
 
 
-def _views(features: dict[str, tf.Tensor], order: tf.Tensor, num_input_views: int
-           ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
-  """Input-view features `[Vi, H, W, C]` and flattened target-view ones `[Vt*H*W, C]`."""
+TARGETS = ("held_out", "inputs")
+
+
+def _views(features: dict[str, tf.Tensor], order: tf.Tensor, num_input_views: int,
+           targets_from: str) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+  """Input-view features `[Vi, H, W, C]` and flattened target-view ones `[Vt*H*W, C]`.
+
+  The target views are the others (`targets_from="held_out"`) or the inputs.
+  """
   inputs, targets = {}, {}
   for key in FEATURES:
     value = tf.gather(features[key], order)
     inputs[key] = value[:num_input_views]
-    targets[key] = tf.reshape(value[num_input_views:], (-1, value.shape[-1]))
+    target_views = value[num_input_views:] if targets_from == "held_out" else inputs[key]
+    targets[key] = tf.reshape(target_views, (-1, value.shape[-1]))
   return inputs, targets
 
 
@@ -193,6 +205,11 @@ def _model_features(inputs: dict[str, tf.Tensor], targets: dict[str, tf.Tensor]
   }
 
 
+def _check_targets(targets: str) -> None:
+  if targets not in TARGETS:
+    raise ConfigError(f"targets={targets!r} is unknown; use one of {', '.join(TARGETS)}.")
+
+
 def _check_views(features: dict[str, tf.Tensor], num_input_views: int) -> int:
   num_views = features["color_image"].shape[0]
   if not 0 < num_input_views < num_views:
@@ -202,9 +219,10 @@ def _check_views(features: dict[str, tf.Tensor], num_input_views: int) -> int:
 
 
 @OPS.register("multiview_train")
-def multiview_train(num_input_views: int, num_target_rays: int, seed: int
-                    ) -> Op:
+def multiview_train(num_input_views: int, num_target_rays: int, seed: int,
+                    targets: str = "held_out") -> Op:
   """Random input views and `num_target_rays` random rays of the other views."""
+  _check_targets(targets)
 
   def op(features):
     num_views = _check_views(features, num_input_views)
@@ -213,26 +231,26 @@ def multiview_train(num_input_views: int, num_target_rays: int, seed: int
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(features["sample_index"], tf.int64)])
     view_key, ray_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     order = tf.argsort(tf.random.stateless_uniform([num_views], view_key))
-    inputs, targets = _views(features, order, num_input_views)
-    num_rays = targets["color_image"].shape[0]
+    inputs, target_views = _views(features, order, num_input_views, targets)
+    num_rays = target_views["color_image"].shape[0]
     if num_target_rays > num_rays:
       raise ConfigError(f"num_target_rays={num_target_rays} exceeds the {num_rays} pixels "
                         "of the target views.")
     rays = tf.argsort(tf.random.stateless_uniform([num_rays], ray_key))[:num_target_rays]
-    targets = {k: tf.gather(v, rays) for k, v in targets.items()}
-    return _model_features(inputs, targets)
+    return _model_features(inputs, {k: tf.gather(v, rays) for k, v in target_views.items()})
 
   return op
 
 
 @OPS.register("multiview_eval")
-def multiview_eval(num_input_views: int) -> Op:
+def multiview_eval(num_input_views: int, targets: str = "held_out") -> Op:
   """The first views as inputs, every pixel of the others as targets, with ids."""
+  _check_targets(targets)
 
   def op(features):
     num_views = _check_views(features, num_input_views)
-    inputs, targets = _views(features, tf.range(num_views), num_input_views)
-    ids = tf.maximum(tf.cast(targets["instance_image"][:, 0], tf.int32) - 1, 0)
-    return {**_model_features(inputs, targets), "target_ids": ids}
+    inputs, target_views = _views(features, tf.range(num_views), num_input_views, targets)
+    ids = tf.maximum(tf.cast(target_views["instance_image"][:, 0], tf.int32) - 1, 0)
+    return {**_model_features(inputs, target_views), "target_ids": ids}
 
   return op

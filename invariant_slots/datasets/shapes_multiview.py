@@ -302,9 +302,18 @@ def render_views(scene: dict[str, np.ndarray], cameras, resolution: int, fov_deg
   }
 
 
+def _example_rng(config: ShapesMultiviewConfig, split: str, index: int) -> np.random.Generator:
+  return np.random.default_rng([config.seed, zlib.crc32(split.encode()), index])
+
+
+def scene_of(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str, np.ndarray]:
+  """The objects of example `index` of `split` (`sample_scene`); object `j` has id `j + 2`."""
+  return sample_scene(_example_rng(config, split, index), config)
+
+
 def generate_example(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str, Any]:
   """Example `index` of `split`, exactly as stored (see the module docstring)."""
-  rng = np.random.default_rng([config.seed, zlib.crc32(split.encode()), index])
+  rng = _example_rng(config, split, index)
   scene = sample_scene(rng, config)
   cameras = sample_cameras(rng, config)
   views = render_views(scene, cameras, config.resolution, config.fov_deg)

@@ -81,6 +81,28 @@ def patch_rays(origins: Array, directions: Array, grid: tuple[int, int]
   return mean_origins, mean_directions / jnp.linalg.norm(mean_directions, axis=-1, keepdims=True)
 
 
+def triangulate(weights: Array, origins: Array, directions: Array,
+                prior: float = 1e-2) -> Array:
+  """The point nearest, in weighted least squares, to the rays each slot attends to.
+
+  For slot k it minimises `sum_t w_kt |(I - d_t d_t^T)(p - o_t)|^2 + prior |p|^2`:
+  the squared distances from `p` to the rays, plus a pull towards the origin
+  that keeps the solution defined when a slot sees only parallel rays.
+
+  Args:
+    weights: `[batch, num_slots, tokens]`, each row summing to one.
+    origins, directions: `[batch, tokens, 3]`, unit directions.
+    prior: Weight of the pull towards the origin.
+
+  Returns:
+    `[batch, num_slots, 3]`.
+  """
+  projectors = jnp.eye(3) - directions[..., :, None] * directions[..., None, :]
+  normal = jnp.einsum("bkt,btij->bkij", weights, projectors) + prior * jnp.eye(3)
+  target = jnp.einsum("bkt,btij,btj->bki", weights, projectors, origins)
+  return jnp.linalg.solve(normal, target[..., None])[..., 0]
+
+
 RAY_INPUTS = ("pixels", "patches")
 
 
@@ -118,6 +140,13 @@ class SRTEncoder(TransformerStack):
   # Recompute each Transformer layer in the backward pass (the attention over
   # all views' tokens is the encoder's largest activation).
   remat: bool = False
+
+  def token_rays(self, origins: Array, directions: Array) -> tuple[Array, Array]:
+    """Mean ray of each token's patch: `[batch, views, H, W, 3]` x 2 -> `[batch, tokens, 3]` x 2."""
+    scale = 2 ** len(self.features)
+    grid = (origins.shape[-3] // scale, origins.shape[-2] // scale)
+    batch = origins.shape[0]
+    return tuple(r.reshape(batch, -1, 3) for r in patch_rays(origins, directions, grid))
 
   @nn.compact
   def __call__(self, images: Array, origins: Array, directions: Array) -> Array:
@@ -196,12 +225,16 @@ class SlotMixerDecoder(TransformerStack):
   ray_encoding: RayEncoding = RayEncoding()
 
   @nn.compact
-  def __call__(self, slots: Array, origins: Array, directions: Array) -> dict[str, Array]:
+  def __call__(self, slots: Array, positions: Array, origins: Array, directions: Array
+               ) -> dict[str, Array]:
     """Renders rays `[batch, rays, 3]` from slots `[batch, num_slots, slot_size]`.
+
+    `positions` (the slots' 3D points, `RayBroadcastDecoder`) are not used.
 
     Returns:
       `rgb [batch, rays, 3]` and `masks [batch, rays, num_slots]`.
     """
+    del positions
     if self.render_input not in RENDER_INPUTS:
       raise ValueError(f"render_input must be one of {RENDER_INPUTS}, got "
                        f"{self.render_input!r}.")
@@ -226,6 +259,51 @@ class SlotMixerDecoder(TransformerStack):
       x = activation(nn.Dense(width, name=f"render_{index}")(x))
     rgb = nn.Dense(3, name=f"render_{len(self.render_sizes)}")(x)
     return {"rgb": nn.sigmoid(rgb), "masks": masks}
+
+
+@DECODERS.register("RayBroadcast")
+class RayBroadcastDecoder(nn.Module):
+  """Spatial broadcast over rays: every slot renders every ray, masks by softmax.
+
+  Each slot has a 3D point (`positions`, triangulated from the rays it attends
+  to). For a ray `(o, d)` and a slot at `p`, the slot's MLP reads the slot,
+  the ray's encoding and where the point lies from the ray: its depth along
+  the ray `(p - o) . d`, the perpendicular offset `(p - o) - ((p - o) . d) d`
+  and that offset's length. It outputs an RGB value and an alpha logit; the
+  alphas, softmaxed over slots, are the masks and weight the colours. The MLP
+  has `hidden_sizes` ReLU layers, the first reading the three inputs through
+  one linear map each.
+  """
+
+  hidden_sizes: Sequence[int] = (128, 128, 128)
+  ray_encoding: RayEncoding = RayEncoding()
+
+  @nn.compact
+  def __call__(self, slots: Array, positions: Array, origins: Array, directions: Array
+               ) -> dict[str, Array]:
+    """Renders rays `[batch, rays, 3]` from slots `[batch, num_slots, slot_size]` at
+    `positions [batch, num_slots, 3]`.
+
+    Returns:
+      `rgb [batch, rays, 3]` and `masks [batch, rays, num_slots]`.
+    """
+    offsets = positions[:, None, :, :] - origins[:, :, None, :]  # [batch, rays, slots, 3]
+    depth = jnp.sum(offsets * directions[:, :, None, :], axis=-1, keepdims=True)
+    perpendicular = offsets - depth * directions[:, :, None, :]
+    distance = jnp.linalg.norm(perpendicular, axis=-1, keepdims=True)
+    geometry = jnp.concatenate([depth, perpendicular, distance], axis=-1)
+    width = self.hidden_sizes[0]
+    x = (nn.Dense(width, name="slot_input")(slots)[:, None]
+         + nn.Dense(width, use_bias=False, name="ray_input")(
+             self.ray_encoding(origins, directions))[:, :, None]
+         + nn.Dense(width, use_bias=False, name="geometry_input")(geometry))
+    x = nn.relu(x)
+    for index, size in enumerate(self.hidden_sizes[1:]):
+      x = nn.relu(nn.Dense(size, name=f"hidden_{index}")(x))
+    outputs = nn.Dense(4, name="readout")(x)
+    masks = jax.nn.softmax(outputs[..., 3], axis=-1)
+    rgb = jnp.einsum("brk,brkc->brc", masks, nn.sigmoid(outputs[..., :3]))
+    return {"rgb": rgb, "masks": masks}
 
 
 class OSRT(nn.Module):
@@ -253,22 +331,26 @@ class OSRT(nn.Module):
 
     Returns:
       `reconstruction [batch, rays, 3]`, `masks [batch, rays, num_slots]`,
-      `slots [batch, num_slots, slot_size]` and the corrector's
-      `attention [batch, num_iterations, num_slots, num_latents]`.
+      `slots [batch, num_slots, slot_size]`, their 3D `positions [batch,
+      num_slots, 3]` (`triangulate` from the last iteration's attention) and
+      the corrector's `attention [batch, num_iterations, num_slots, num_latents]`.
     """
     latents = self.encoder(batch["input_image"], batch["input_origins"],
                            batch["input_directions"])
     slots = self.initializer(latents.shape[0])
     slots, attention = remat.call(self.corrector, slots, latents, remat=self.remat,
                                   train=train)
+    weights = attention[:, -1] / (jnp.sum(attention[:, -1], axis=-1, keepdims=True) + 1e-8)
+    positions = triangulate(weights, *self.encoder.token_rays(batch["input_origins"],
+                                                              batch["input_directions"]))
     origins, directions = batch["target_origins"], batch["target_directions"]
     chunk = self.ray_chunk_size or origins.shape[1]
-    parts = [remat.call(self.decoder, slots, origins[:, start:start + chunk],
+    parts = [remat.call(self.decoder, slots, positions, origins[:, start:start + chunk],
                         directions[:, start:start + chunk], remat=self.remat)
              for start in range(0, origins.shape[1], chunk)]
     return {"reconstruction": jnp.concatenate([p["rgb"] for p in parts], axis=1),
             "masks": jnp.concatenate([p["masks"] for p in parts], axis=1), "slots": slots,
-            "attention": attention}
+            "positions": positions, "attention": attention}
 
 
 def build_osrt(config: ml_collections.ConfigDict) -> OSRT:
