@@ -1,4 +1,4 @@
-"""OSRT on the embedded ray-traced multi-view dataset (CPU-sized).
+"""Multi-view object discovery on the embedded ray-traced scenes (SRT encoder, SA, ray-broadcast decoder; CPU-sized).
 
     python -m invariant_slots.main --config=configs/shapes_multiview.py --workdir=/tmp/mv
 

@@ -13,7 +13,8 @@ units (objects have radii 0.5-0.9 in an arena of side 4.4):
   triangulated from its attention) to the object's centre;
 * `probe_error`: the same for a linear map (ridge regression) from the slot
   vector to the centre, fitted on the first half of the scenes and tested on
-  the second;
+  the second (the penalty chosen from `RIDGES` by two-fold cross-validation
+  on the first half);
 * `baseline_error`: predicting the fitting half's mean centre instead.
 
 Prints a table and writes `probe.json` to `--output_dir` (default
@@ -30,7 +31,7 @@ from absl import flags
 from invariant_slots import cli
 
 _NUM_SCENES = flags.DEFINE_integer("num_scenes", 64, "Eval scenes to probe.")
-_RIDGE = flags.DEFINE_float("ridge", 1e-2, "L2 penalty of the linear probe.")
+RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def covering_slots(pred_ids: np.ndarray, target_ids: np.ndarray, num_objects: int
@@ -60,9 +61,28 @@ def ridge_fit(features: np.ndarray, targets: np.ndarray, ridge: float) -> np.nda
   return np.linalg.solve(x.T @ x + penalty, x.T @ targets)
 
 
+def _mean_distance(guess: np.ndarray, truth: np.ndarray) -> float:
+  return float(np.linalg.norm(guess - truth, axis=-1).mean())
+
+
+def _predict(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  return np.concatenate([features, np.ones((len(features), 1))], axis=1) @ weights
+
+
+def choose_ridge(features: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> float:
+  """The penalty of `RIDGES` with the smallest two-fold error, folds split by `groups` parity."""
+  folds = groups % 2 == 0
+
+  def error(ridge):
+    return sum(_mean_distance(_predict(features[~fold], ridge_fit(features[fold], targets[fold],
+                                                                   ridge)), targets[~fold])
+               for fold in (folds, ~folds))
+
+  return min(RIDGES, key=error)
+
+
 def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
-          target_ids: np.ndarray, centres: list[np.ndarray], ridge: float
-          ) -> dict[str, float]:
+          target_ids: np.ndarray, centres: list[np.ndarray]) -> dict[str, float]:
   """The errors of the module docstring.
 
   Args:
@@ -70,7 +90,6 @@ def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
     positions: `[scenes, num_slots, 3]`.
     pred_ids, target_ids: `[scenes, rays]`.
     centres: Per scene, `[objects, 3]` (object `j` has id `j + 1`).
-    ridge: L2 penalty of the linear probe.
   """
   rows = []  # (scene, slot vector, slot position, centre)
   for scene, scene_centres in enumerate(centres):
@@ -85,12 +104,12 @@ def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
   fit = scene_of_row < len(centres) // 2
   if fit.all() or not fit.any():
     raise ValueError("The probe needs objects in both halves of the scenes; raise --num_scenes.")
+  ridge = choose_ridge(vectors[fit], truth[fit], scene_of_row[fit])
   weights = ridge_fit(vectors[fit], truth[fit], ridge)
-  predicted = np.concatenate([vectors[~fit], np.ones(((~fit).sum(), 1))], axis=1) @ weights
-  error = lambda guess, true: float(np.linalg.norm(guess - true, axis=-1).mean())
-  return {"objects": len(rows), "position_error": error(points, truth),
-          "probe_error": error(predicted, truth[~fit]),
-          "baseline_error": error(truth[fit].mean(axis=0), truth[~fit])}
+  return {"objects": len(rows), "position_error": _mean_distance(points, truth),
+          "probe_error": _mean_distance(_predict(vectors[~fit], weights), truth[~fit]),
+          "probe_ridge": ridge,
+          "baseline_error": _mean_distance(truth[fit].mean(axis=0), truth[~fit])}
 
 
 def main(argv):
@@ -141,7 +160,7 @@ def main(argv):
       centres.append(shapes_multiview.scene_of(data_config, split, int(index))["centres"])
   stacked = {k: np.concatenate(v) for k, v in results.items()}
   report = {"step": step, "scenes": len(centres),
-            **probe(**stacked, centres=centres, ridge=_RIDGE.value)}
+            **probe(**stacked, centres=centres)}
   output_dir = cli.OUTPUT_DIR.value or os.path.join(cli.WORKDIR.value, "probe")
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "probe.json"), "w") as f:
