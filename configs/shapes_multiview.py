@@ -9,8 +9,12 @@ colours, each patch's ray added after them, 2 Transformer layers), Slot
 Attention with three iterations, and the ray-broadcast decoder: every slot
 renders every ray from where the slot's 3D point (triangulated from the rays
 it attends to) lies relative to the ray. Evaluation prints novel-view PSNR and
-multi-view FG-ARI; the 3000 steps take about 30 minutes on 2 CPU cores
+multi-view FG-ARI; the 3000 steps take about 28 minutes on 2 CPU cores
 (results in docs/multiview.md).
+
+Expect (docs/multiview.md, 2-core CPU): novel-view FG-ARI 0.650 and PSNR
+21.42 dB (the ground alone: 16.83 dB) after its 3000 steps; 0.614 and 20.99
+dB with seed 43.
 """
 
 import ml_collections
