@@ -2,7 +2,7 @@
 they run, and bad flags, config files or config keys as one line.
 
 `main` and `plan` take `--config`; the tools on trained runs (`predict`,
-`analyze`, `render`) take `--workdir` and read the run's saved
+`analyze`, `render`, `probe`) take `--workdir` and read the run's saved
 `WORKDIR/config.json` unless `--config` (with its `--config.KEY=VALUE`
 overrides) replaces it, `--step` (default: the newest readable checkpoint) and
 `--output_dir`. Each command declares the ones it uses as its key flags.
@@ -11,6 +11,7 @@ overrides) replaces it, `--step` (default: the newest readable checkpoint) and
 import json
 import os
 import sys
+from typing import Any, NamedTuple
 
 import ml_collections
 from absl import flags
@@ -54,6 +55,40 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
   config = CONFIG.value if CONFIG.value is not None else saved_config(workdir)
   config_files.import_modules(config)
   return config
+
+
+class MultiviewRun(NamedTuple):
+  """A trained multi-view run: its config, model, checkpoint and unprocessed eval split."""
+
+  config: ml_collections.ConfigDict
+  model: Any
+  step: int
+  params: Any
+  eval_data: Any  # tf.data.Dataset of stored scenes.
+  eval_size: int
+
+
+def load_multiview_run(tool: str, source: str | None = None) -> MultiviewRun:
+  """The multi-view run of `--workdir` (checkpoint `--step`) for the command `tool`.
+
+  Raises:
+    ConfigError: not a multiview run, not on data `source` (when given), or no
+      checkpoint that fits.
+  """
+  from invariant_slots import datasets  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
+  from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
+
+  config = run_config(WORKDIR.value)
+  if config.get("pipeline") != "multiview":
+    raise ConfigError(f"{tool} needs a multiview run, got pipeline {config.get('pipeline')!r}.")
+  if source is not None and config.data.source != source:
+    raise ConfigError(f"{tool} needs a run on data.source {source!r}, got "
+                      f"{config.data.source!r}.")
+  model = model_specs.build_model(config)
+  step, params = checkpointing.load_params(WORKDIR.value, config, STEP.value)
+  eval_data, eval_size = datasets.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
+  return MultiviewRun(config, model, step, params, eval_data, eval_size)
 
 
 def fail(message: str, status: int = 2) -> None:

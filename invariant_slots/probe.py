@@ -91,6 +91,9 @@ def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
     pred_ids, target_ids: `[scenes, rays]`.
     centres: Per scene, `[objects, 3]` (object `j` has id `j + 1`).
   """
+  if len(centres) < 4:
+    raise ValueError(f"The probe needs at least 4 scenes, got {len(centres)}; raise "
+                     "--num_scenes or data.num_eval_examples.")
   rows = []  # (scene, slot vector, slot position, centre)
   for scene, scene_centres in enumerate(centres):
     for obj, slot in enumerate(covering_slots(pred_ids[scene], target_ids[scene],
@@ -102,8 +105,9 @@ def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
   scene_of_row = np.array([r[0] for r in rows])
   vectors, points, truth = (np.stack([r[i] for r in rows]) for i in (1, 2, 3))
   fit = scene_of_row < len(centres) // 2
-  if fit.all() or not fit.any():
-    raise ValueError("The probe needs objects in both halves of the scenes; raise --num_scenes.")
+  if len(set(scene_of_row[fit] % 2)) < 2 or fit.all():
+    raise ValueError("The probe needs objects in both halves of the scenes and in two scenes "
+                     "of the first half; raise --num_scenes.")
   ridge = choose_ridge(vectors[fit], truth[fit], scene_of_row[fit])
   weights = ridge_fit(vectors[fit], truth[fit], ridge)
   return {"objects": len(rows), "position_error": _mean_distance(points, truth),
@@ -115,29 +119,24 @@ def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if _NUM_SCENES.value < 4:
+    cli.fail(f"--num_scenes={_NUM_SCENES.value}: the probe needs at least 4 scenes.")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax  # pylint: disable=g-import-not-at-top
-  from invariant_slots import datasets  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import local_builder  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import ops as preprocessing  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import shapes_multiview  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
   try:
-    config = cli.run_config(cli.WORKDIR.value)
-    if config.get("pipeline") != "multiview" or config.data.source != "shapes_multiview":
-      raise ConfigError("probe needs a multiview run on data.source 'shapes_multiview' (the "
-                        "objects' centres come from its generator).")
-    model = model_specs.build_model(config)
-    step, params = checkpointing.load_params(cli.WORKDIR.value, config, cli.STEP.value)
-    dataset, size = datasets.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
-    ops = preprocessing.build_ops(config.data.preprocess_eval)
-    dataset = dataset.take(min(_NUM_SCENES.value, size)).map(
-        lambda f: {**ops(f), "scene_name": f["scene_name"]}).batch(8)
+    # The objects' centres come from the embedded data's generator.
+    config, model, step, params, dataset, size = cli.load_multiview_run("probe",
+                                                                         "shapes_multiview")
   except ConfigError as e:
     cli.fail(str(e))
+  ops = preprocessing.build_ops(config.data.preprocess_eval)
+  dataset = dataset.take(min(_NUM_SCENES.value, size)).map(
+      lambda f: {**ops(f), "scene_name": f["scene_name"]}).batch(8)
 
   @jax.jit
   def infer(batch):
@@ -159,8 +158,10 @@ def main(argv):
       split, index = name.rsplit("_", 1)
       centres.append(shapes_multiview.scene_of(data_config, split, int(index))["centres"])
   stacked = {k: np.concatenate(v) for k, v in results.items()}
-  report = {"step": step, "scenes": len(centres),
-            **probe(**stacked, centres=centres)}
+  try:
+    report = {"step": step, "scenes": len(centres), **probe(**stacked, centres=centres)}
+  except ValueError as e:
+    cli.fail(str(e))
   output_dir = cli.OUTPUT_DIR.value or os.path.join(cli.WORKDIR.value, "probe")
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, "probe.json"), "w") as f:

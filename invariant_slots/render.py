@@ -79,29 +79,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from invariant_slots.lib import checkpointing  # pylint: disable=g-import-not-at-top
-  from invariant_slots import datasets  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import ops as preprocessing  # pylint: disable=g-import-not-at-top
-  from invariant_slots.lib import model_specs  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
 
   try:
-    config = cli.run_config(cli.WORKDIR.value)
-    if config.get("pipeline") != "multiview":
-      raise ConfigError(f"render needs a multiview run, got pipeline {config.get('pipeline')!r}.")
-    model = model_specs.build_model(config)
-    step, params = checkpointing.load_params(cli.WORKDIR.value, config, cli.STEP.value)
-    dataset, size = datasets.DATA_SOURCES.get(config.data.source)(config.data, False, 1, 0)
-    if not 0 <= _SCENE.value < size:
-      raise ConfigError(f"--scene={_SCENE.value} is outside the {size} eval scenes.")
-    dataset = dataset.skip(_SCENE.value).take(1).map(
-        preprocessing.build_ops(config.data.preprocess_eval))
+    run = cli.load_multiview_run("render")
+    if not 0 <= _SCENE.value < run.eval_size:
+      raise ConfigError(f"--scene={_SCENE.value} is outside the {run.eval_size} eval scenes.")
+    dataset = run.eval_data.skip(_SCENE.value).take(1).map(
+        preprocessing.build_ops(run.config.data.preprocess_eval))
     example = next(dataset.as_numpy_iterator())
   except ConfigError as e:
     cli.fail(str(e))
-  images, masks = render_orbit(config, params, model, example)
+  images, masks = render_orbit(run.config, run.params, run.model, example)
   write_frames(images, masks, cli.OUTPUT_DIR.value, _SCALE.value)
-  print(f"Wrote {len(images)} frames of step {step} to {cli.OUTPUT_DIR.value}.")
+  print(f"Wrote {len(images)} frames of step {run.step} to {cli.OUTPUT_DIR.value}.")
 
 
 if __name__ == "__main__":

@@ -532,6 +532,8 @@ def test_probe_measures_slot_points_and_a_linear_readout_of_the_slots():
   np.testing.assert_allclose(result["position_error"], 0.1 * np.sqrt(3.0), rtol=1e-6)
   assert result["probe_error"] < 0.05 < 0.5 < result["baseline_error"]
   np.testing.assert_array_equal(probe.covering_slots(pred_ids[0], target_ids[0], 3), order[1:])
+  with pytest.raises(ValueError, match="at least 4 scenes"):
+    probe.probe(slots[:3], positions[:3], pred_ids[:3], target_ids[:3], centres[:3])
 
 
 def test_sinusoidal_encoding_shapes_and_frequencies():
