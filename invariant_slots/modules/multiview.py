@@ -1,9 +1,10 @@
-"""Object Scene Representation Transformer (OSRT): SRT encoder, corrector, Slot Mixer.
+"""Object Scene Representation Transformer (OSRT): SRT encoder, corrector, decoder.
 
 The encoder turns posed input views into a set-latent scene representation;
-a registered corrector (`CORRECTORS`) turns that set into slots; the Slot
-Mixer decoder renders any query ray from the slots, and its per-ray weights
-over slots are the object masks.
+a registered corrector (`CORRECTORS`) turns that set into slots, each with a
+3D point triangulated from the rays it attends to; a decoder (OSRT's Slot
+Mixer, or the ray-broadcast decoder that uses the points) renders any query
+ray from the slots, and its per-ray weights over slots are the object masks.
 """
 
 import dataclasses
@@ -307,7 +308,7 @@ class RayBroadcastDecoder(nn.Module):
 
 
 class OSRT(nn.Module):
-  """Encoder, slot initialiser, corrector and Slot Mixer decoder."""
+  """Encoder, slot initialiser, corrector, slot points and decoder (Slot Mixer or ray broadcast)."""
 
   encoder: SRTEncoder
   initializer: nn.Module
