@@ -5,7 +5,7 @@
 For runs on the embedded `shapes_multiview` data, whose object centres the
 generator knows. Loads the run's config (or `--config`) and its newest
 readable checkpoint (or `--step`), infers the slots of the first
-`--num_scenes` eval scenes and takes, for each object seen in the held-out
+`--probe_scenes` eval scenes and takes, for each object seen in the held-out
 views, the slot that covers most of its pixels there. Reports, in scene
 units (objects have radii 0.5-0.9 in an arena of side 4.4):
 
@@ -13,8 +13,8 @@ units (objects have radii 0.5-0.9 in an arena of side 4.4):
   triangulated from its attention) to the object's centre;
 * `probe_error`: the same for a linear map (ridge regression) from the slot
   vector to the centre, fitted on the first half of the scenes and tested on
-  the second (the penalty chosen from `RIDGES` by two-fold cross-validation
-  on the first half);
+  the second (the penalty chosen from `slot_probe.RIDGES` by two-fold
+  cross-validation on the first half);
 * `baseline_error`: predicting the fitting half's mean centre instead.
 
 Prints a table and writes `probe.json` to `--output_dir` (default
@@ -29,98 +29,16 @@ from absl import app
 from absl import flags
 
 from invariant_slots import cli
+from invariant_slots.lib import slot_probe
 
-_NUM_SCENES = flags.DEFINE_integer("num_scenes", 64, "Eval scenes to probe.")
-RIDGES = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
-
-
-def covering_slots(pred_ids: np.ndarray, target_ids: np.ndarray, num_objects: int
-                   ) -> np.ndarray:
-  """For objects `1..num_objects`, the slot most of their rays go to (-1 if unseen).
-
-  Args:
-    pred_ids, target_ids: `[rays]` slot and object ids (0 = background).
-    num_objects: Number of objects in the scene.
-
-  Returns:
-    `[num_objects]` slot indices.
-  """
-  slots = np.full(num_objects, -1)
-  for obj in range(1, num_objects + 1):
-    covered = pred_ids[target_ids == obj]
-    if covered.size:
-      slots[obj - 1] = np.bincount(covered).argmax()
-  return slots
-
-
-def ridge_fit(features: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
-  """Weights `[dims + 1, outputs]` of `targets ~ [features, 1] @ W` with an L2 penalty."""
-  x = np.concatenate([features, np.ones((len(features), 1))], axis=1)
-  penalty = ridge * np.eye(x.shape[1])
-  penalty[-1, -1] = 0.0
-  return np.linalg.solve(x.T @ x + penalty, x.T @ targets)
-
-
-def _mean_distance(guess: np.ndarray, truth: np.ndarray) -> float:
-  return float(np.linalg.norm(guess - truth, axis=-1).mean())
-
-
-def _predict(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
-  return np.concatenate([features, np.ones((len(features), 1))], axis=1) @ weights
-
-
-def choose_ridge(features: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> float:
-  """The penalty of `RIDGES` with the smallest two-fold error, folds split by `groups` parity."""
-  folds = groups % 2 == 0
-
-  def error(ridge):
-    return sum(_mean_distance(_predict(features[~fold], ridge_fit(features[fold], targets[fold],
-                                                                   ridge)), targets[~fold])
-               for fold in (folds, ~folds))
-
-  return min(RIDGES, key=error)
-
-
-def probe(slots: np.ndarray, positions: np.ndarray, pred_ids: np.ndarray,
-          target_ids: np.ndarray, centres: list[np.ndarray]) -> dict[str, float]:
-  """The errors of the module docstring.
-
-  Args:
-    slots: `[scenes, num_slots, slot_size]`.
-    positions: `[scenes, num_slots, 3]`.
-    pred_ids, target_ids: `[scenes, rays]`.
-    centres: Per scene, `[objects, 3]` (object `j` has id `j + 1`).
-  """
-  if len(centres) < 4:
-    raise ValueError(f"The probe needs at least 4 scenes, got {len(centres)}; raise "
-                     "--num_scenes or data.num_eval_examples.")
-  rows = []  # (scene, slot vector, slot position, centre)
-  for scene, scene_centres in enumerate(centres):
-    for obj, slot in enumerate(covering_slots(pred_ids[scene], target_ids[scene],
-                                              len(scene_centres))):
-      if slot >= 0:
-        rows.append((scene, slots[scene, slot], positions[scene, slot], scene_centres[obj]))
-  if not rows:
-    raise ValueError("No object is visible in the held-out views of the probed scenes.")
-  scene_of_row = np.array([r[0] for r in rows])
-  vectors, points, truth = (np.stack([r[i] for r in rows]) for i in (1, 2, 3))
-  fit = scene_of_row < len(centres) // 2
-  if len(set(scene_of_row[fit] % 2)) < 2 or fit.all():
-    raise ValueError("The probe needs objects in both halves of the scenes and in two scenes "
-                     "of the first half; raise --num_scenes.")
-  ridge = choose_ridge(vectors[fit], truth[fit], scene_of_row[fit])
-  weights = ridge_fit(vectors[fit], truth[fit], ridge)
-  return {"objects": len(rows), "position_error": _mean_distance(points, truth),
-          "probe_error": _mean_distance(_predict(vectors[~fit], weights), truth[~fit]),
-          "probe_ridge": ridge,
-          "baseline_error": _mean_distance(truth[fit].mean(axis=0), truth[~fit])}
+_NUM_SCENES = flags.DEFINE_integer("probe_scenes", 64, "Eval scenes to probe.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _NUM_SCENES.value < 4:
-    cli.fail(f"--num_scenes={_NUM_SCENES.value}: the probe needs at least 4 scenes.")
+    cli.fail(f"--probe_scenes={_NUM_SCENES.value}: the probe needs at least 4 scenes.")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import local_builder  # pylint: disable=g-import-not-at-top
@@ -159,7 +77,7 @@ def main(argv):
       centres.append(shapes_multiview.scene_of(data_config, split, int(index))["centres"])
   stacked = {k: np.concatenate(v) for k, v in results.items()}
   try:
-    report = {"step": step, "scenes": len(centres), **probe(**stacked, centres=centres)}
+    report = {"step": step, "scenes": len(centres), **slot_probe.probe(**stacked, centres=centres)}
   except ValueError as e:
     cli.fail(str(e))
   output_dir = cli.OUTPUT_DIR.value or os.path.join(cli.WORKDIR.value, "probe")

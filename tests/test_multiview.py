@@ -16,13 +16,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from invariant_slots import pipelines
-from invariant_slots import probe
 from invariant_slots.datasets import multishapenet
 from invariant_slots.datasets import shapes_multiview
 from invariant_slots import config_files
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import model_specs
 from invariant_slots.datasets import ops as preprocessing
+from invariant_slots.lib import slot_probe
 from invariant_slots.lib import training
 from invariant_slots.modules import multiview
 from invariant_slots.modules.correctors import CORRECTORS
@@ -527,13 +527,13 @@ def test_probe_measures_slot_points_and_a_linear_readout_of_the_slots():
   for scene, scene_centres in enumerate(centres):
     positions[scene, order[1:]] = scene_centres + 0.1
     slots[scene, order[1:]] = scene_centres @ mixing  # The slots hold the centres linearly.
-  result = probe.probe(slots, positions, pred_ids, target_ids, centres)
+  result = slot_probe.probe(slots, positions, pred_ids, target_ids, centres)
   assert result["objects"] == 3 * scenes
   np.testing.assert_allclose(result["position_error"], 0.1 * np.sqrt(3.0), rtol=1e-6)
   assert result["probe_error"] < 0.05 < 0.5 < result["baseline_error"]
-  np.testing.assert_array_equal(probe.covering_slots(pred_ids[0], target_ids[0], 3), order[1:])
+  np.testing.assert_array_equal(slot_probe.covering_slots(pred_ids[0], target_ids[0], 3), order[1:])
   with pytest.raises(ValueError, match="at least 4 scenes"):
-    probe.probe(slots[:3], positions[:3], pred_ids[:3], target_ids[:3], centres[:3])
+    slot_probe.probe(slots[:3], positions[:3], pred_ids[:3], target_ids[:3], centres[:3])
 
 
 def test_sinusoidal_encoding_shapes_and_frequencies():
