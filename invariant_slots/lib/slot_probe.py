@@ -28,9 +28,13 @@ def covering_slots(pred_ids: np.ndarray, target_ids: np.ndarray, num_objects: in
   return slots
 
 
+def _with_bias(features: np.ndarray) -> np.ndarray:
+  return np.concatenate([features, np.ones((len(features), 1))], axis=1)
+
+
 def ridge_fit(features: np.ndarray, targets: np.ndarray, ridge: float) -> np.ndarray:
   """Weights `[dims + 1, outputs]` of `targets ~ [features, 1] @ W` with an L2 penalty."""
-  x = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+  x = _with_bias(features)
   penalty = ridge * np.eye(x.shape[1])
   penalty[-1, -1] = 0.0
   return np.linalg.solve(x.T @ x + penalty, x.T @ targets)
@@ -41,7 +45,7 @@ def _mean_distance(guess: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _predict(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
-  return np.concatenate([features, np.ones((len(features), 1))], axis=1) @ weights
+  return _with_bias(features) @ weights
 
 
 def choose_ridge(features: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> float:

@@ -99,8 +99,10 @@ def triangulate(weights: Array, origins: Array, directions: Array,
     `[batch, num_slots, 3]`.
   """
   projectors = jnp.eye(3) - directions[..., :, None] * directions[..., None, :]
+  # (I - d d^T) o: the origin's component across the ray.
+  across = origins - jnp.sum(origins * directions, axis=-1, keepdims=True) * directions
   normal = jnp.einsum("bkt,btij->bkij", weights, projectors) + prior * jnp.eye(3)
-  target = jnp.einsum("bkt,btij,btj->bki", weights, projectors, origins)
+  target = jnp.einsum("bkt,bti->bki", weights, across)
   return jnp.linalg.solve(normal, target[..., None])[..., 0]
 
 
