@@ -15,6 +15,11 @@ multi-view FG-ARI; the 3000 steps take about 28 minutes on 2 CPU cores
 Expect (docs/multiview.md, 2-core CPU): novel-view FG-ARI 0.650 and PSNR
 21.42 dB (the ground alone: 16.83 dB) after its 3000 steps; 0.614 and 20.99
 dB with seed 43.
+
+Variants for the diagnostics of docs/multiview.md, after a colon
+(`--config=configs/shapes_multiview.py:slot_mixer,single_view`):
+`slot_mixer` swaps in the Slot Mixer decoder this config used before;
+`single_view` gives one input view and renders that same view.
 """
 
 import ml_collections
@@ -22,8 +27,15 @@ import ml_collections
 from configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
-  """Returns the experiment config."""
+VARIANTS = ("slot_mixer", "single_view")
+
+
+def get_config(variants: str = "") -> ml_collections.ConfigDict:
+  """Returns the experiment config with the comma-separated `variants` (see above)."""
+  chosen = [v for v in variants.split(",") if v]
+  unknown = sorted(set(chosen) - set(VARIANTS))
+  if unknown:
+    raise ValueError(f"Unknown variant(s) {', '.join(unknown)}; use {', '.join(VARIANTS)}.")
   config = common.training_defaults()
   config.pipeline = "multiview"
   config.batch_size = 8
@@ -67,6 +79,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.initializer = dict(name="learned")
   config.model.corrector = dict(name="SA", num_iterations=3, mlp_size=256)
   config.model.decoder = dict(name="RayBroadcast", hidden_sizes=[128, 128, 128])
+
+  if "slot_mixer" in chosen:
+    config.model.decoder = dict(name="SlotMixer", hidden_size=128, num_layers=2, num_heads=4,
+                                mlp_size=256, render_sizes=[192, 192])
+  if "single_view" in chosen:
+    config.data.num_input_views = 1
+    config.data.preprocess_train = ["multiview_train(1, 256, 0, targets='inputs')"]
+    config.data.preprocess_eval = ["multiview_eval(1, targets='inputs')"]
 
   # Orbit of `invariant_slots.render` (distance and elevation follow the input cameras).
   config.render = dict(num_frames=24, fov_deg=45.0)

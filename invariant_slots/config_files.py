@@ -42,13 +42,17 @@ def load_config(path: str, **overrides) -> ml_collections.ConfigDict:
   """Loads `get_config()` from a config file, applies dotted-key overrides and imports
   the modules of `config.imports`.
 
-  `load_config("configs/shapes.py", **{"model.corrector.name": "TF"})`.
+  `load_config("configs/shapes.py", **{"model.corrector.name": "TF"})`. As with
+  `--config`, text after a colon (`configs/shapes_multiview.py:single_view`) is
+  passed to `get_config`.
   """
+  path, _, argument = path.partition(":")
   make_importable(path)
   spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = apply_overrides(module.get_config(), **overrides)
+  config = apply_overrides(module.get_config(argument) if argument else module.get_config(),
+                           **overrides)
   import_modules(config)
   return config
 
