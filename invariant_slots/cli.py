@@ -114,10 +114,11 @@ def describe_config_error(argv: list[str], error: Exception) -> str:
   if path is None:
     return f"Bad --config ({error})."
   try:
-    validation.check_overrides(config_files.load_config(path.split(":", 1)[0]),
-                               validation.override_keys(argv))
+    validation.check_overrides(config_files.load_config(path), validation.override_keys(argv))
   except ConfigError as e:
     return str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    error = e  # The config file itself fails; name its own error.
   return f"Bad --config {path}: {type(error).__name__}: {str(error).strip().splitlines()[-1]}"
 
 
@@ -131,7 +132,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     remaining = flags.FLAGS(argv)
   except flags.Error as e:
-    fail(str(e))
+    fail(describe_config_error(argv, e) if "parsing config file" in str(e) else str(e))
   except (OSError, AttributeError, KeyError) as e:
     fail(describe_config_error(argv, e))
   config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import textwrap
 import zlib
 
@@ -21,6 +22,7 @@ from invariant_slots.datasets import shapes_multiview
 from invariant_slots import config_files
 from invariant_slots.lib import input_pipeline
 from invariant_slots.lib import model_specs
+from invariant_slots.lib import oracle_slots
 from invariant_slots.datasets import ops as preprocessing
 from invariant_slots.lib import slot_probe
 from invariant_slots.lib import training
@@ -534,6 +536,70 @@ def test_probe_measures_slot_points_and_a_linear_readout_of_the_slots():
   np.testing.assert_array_equal(slot_probe.covering_slots(pred_ids[0], target_ids[0], 3), order[1:])
   with pytest.raises(ValueError, match="at least 4 scenes"):
     slot_probe.probe(slots[:3], positions[:3], pred_ids[:3], target_ids[:3], centres[:3])
+
+
+def test_oracle_slot_j_plus_1_is_the_object_the_eval_calls_j_plus_1():
+  config = shapes_multiview.ShapesMultiviewConfig(name="t", resolution=16, num_views=2)
+  example = shapes_multiview.generate_example(config, "validation", 3)
+  scene = shapes_multiview.scene_of(config, "validation", 3)
+  features, positions = oracle_slots.object_slots(scene, num_slots=8)
+  num_objects = len(scene["kinds"])
+  assert features.shape == (8, oracle_slots.FEATURE_SIZE) and positions.shape == (8, 3)
+  np.testing.assert_array_equal(features[:, 0], np.arange(8) <= num_objects)  # Present.
+  np.testing.assert_array_equal(features[:, 1], np.arange(8) == 0)  # Background.
+  assert not features[num_objects + 1:].any() and not positions[0].any()
+  np.testing.assert_allclose(features[1:num_objects + 1, 6:9], scene["colors"], rtol=1e-6)
+  camera = example["cameras"]["camera_0"]
+  # The eval's target id is the stored instance id - 1; each object's rays pass
+  # within its bounding sphere of its oracle point.
+  eval_ids = camera["instance_image"][..., 0].astype(int) - 1
+  rotation = camera["extrinsics"]["R"].T * np.array([1.0, -1.0, 1.0])
+  position = -camera["extrinsics"]["R"].T @ camera["extrinsics"]["t"]
+  _, directions = shapes_multiview.pinhole_rays(position, rotation, 16, 16, config.fov_deg)
+  for obj in range(1, num_objects + 1):
+    rays = directions[eval_ids == obj]
+    offset = positions[obj] - position
+    across = offset - (rays @ offset)[:, None] * rays
+    assert np.all(np.linalg.norm(across, axis=-1) <= np.sqrt(3.0) * features[obj, 5] + 1e-4)
+  with pytest.raises(ValueError, match="model.num_slots=3"):
+    oracle_slots.object_slots(scene, num_slots=3)
+
+
+def test_oracle_decoder_trains_on_the_true_objects(multiview_data_dir):
+  config = tiny_config(multiview_data_dir, num_train_steps=12, eval_every_steps=12,
+                       log_loss_every_steps=4, learning_rate=3e-3)
+  losses = []
+  evaluations = oracle_slots.train_and_evaluate(
+      config, lambda step, scalars: losses.append(scalars["loss"]) if "loss" in scalars else None)
+  assert [step for step, _ in evaluations] == [12] and len(losses) == 3
+  assert losses[-1] < losses[0]
+  scalars = evaluations[0][1]
+  assert set(scalars) == {"psnr", "ari", "fg_ari", "fg_miou"} and 5.0 < scalars["psnr"] < 60.0
+  with pytest.raises(ConfigError, match="shapes_multiview"):
+    oracle_slots.build(config_files.load_config(MSN_CONFIG))
+
+
+def test_config_variants_swap_the_decoder_and_view_setup():
+  config = config_files.load_config(f"{CONFIG}:slot_mixer,single_view")
+  assert config.model.decoder.name == "SlotMixer" and config.data.num_input_views == 1
+  assert config.data.preprocess_eval == ["multiview_eval(1, targets='inputs')"]
+  assert config_files.load_config(CONFIG).model.decoder.name == "RayBroadcast"
+  with pytest.raises(ValueError, match="Unknown variant.*slot_mixer, single_view"):
+    config_files.load_config(f"{CONFIG}:mixer")
+
+
+@pytest.mark.parametrize("config, error", [
+    (f"{CONFIG}:mixer", "Bad --config .*:mixer: ValueError: Unknown variant"),
+    (os.path.join(training_utils.REPO, "configs", "shapes.py"), "The oracle needs a multiview config"),
+])
+def test_oracle_command_rejects_bad_configs_in_one_line(config, error, tmp_path):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  result = subprocess.run(
+      [sys.executable, "-m", "invariant_slots.oracle", f"--config={config}",
+       f"--output_dir={tmp_path}"], cwd=training_utils.REPO, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+  assert re.match(f"error: {error}", result.stderr)
 
 
 def test_sinusoidal_encoding_shapes_and_frequencies():
