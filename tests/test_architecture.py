@@ -24,7 +24,7 @@ PACKAGE = os.path.join(REPO, "invariant_slots")
 # Bottom up; a module may import its own layer and the layers below it.
 LAYERS = {"registry": 0, "config_files": 0, "modules": 1, "datasets": 1, "lib": 2,
           "pipelines": 3}
-TOOLS = 4  # main, plan, predict, analyze, render, doctor, cli.
+TOOLS = 4  # main, plan and the tools (predict, analyze, render, probe, oracle, ...), cli.
 CONFIGS = sorted(path for path in glob.glob(os.path.join(REPO, "configs", "*.py"))
                  if os.path.basename(path) not in ("__init__.py", "common.py"))
 
