@@ -41,7 +41,6 @@ def main(argv):
     cli.fail(f"--probe_scenes={_NUM_SCENES.value}: the probe needs at least 4 scenes.")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax  # pylint: disable=g-import-not-at-top
-  from invariant_slots.datasets import local_builder  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import ops as preprocessing  # pylint: disable=g-import-not-at-top
   from invariant_slots.datasets import shapes_multiview  # pylint: disable=g-import-not-at-top
   from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
@@ -63,18 +62,14 @@ def main(argv):
     return outputs["slots"], outputs["positions"], outputs["masks"].argmax(-1)
 
   options = dict(config.data.shapes_multiview)
-  data_config = shapes_multiview.ShapesMultiviewConfig(
-      name=local_builder.config_name(options), **options)
   results = {"slots": [], "positions": [], "pred_ids": [], "target_ids": []}
   centres = []
   for batch in dataset.as_numpy_iterator():
-    names = [name.decode() for name in batch.pop("scene_name")]
+    names = batch.pop("scene_name")
     for key, value in zip(("slots", "positions", "pred_ids"), infer(batch)):
       results[key].append(np.asarray(value))
     results["target_ids"].append(batch["target_ids"])
-    for name in names:
-      split, index = name.rsplit("_", 1)
-      centres.append(shapes_multiview.scene_of(data_config, split, int(index))["centres"])
+    centres.extend(shapes_multiview.scene_named(options, name)["centres"] for name in names)
   stacked = {k: np.concatenate(v) for k, v in results.items()}
   try:
     report = {"step": step, "scenes": len(centres), **slot_probe.probe(**stacked, centres=centres)}

@@ -31,7 +31,7 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import zlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -309,6 +309,17 @@ def _example_rng(config: ShapesMultiviewConfig, split: str, index: int) -> np.ra
 def scene_of(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str, np.ndarray]:
   """The objects of example `index` of `split` (`sample_scene`); object `j` has id `j + 2`."""
   return sample_scene(_example_rng(config, split, index), config)
+
+
+def scene_named(options: Mapping[str, Any], scene_name: str | bytes) -> dict[str, np.ndarray]:
+  """The objects (`scene_of`) of the example a `scene_name` feature names ("<split>_<index>").
+
+  `options`: the generator's options, as in `config.data.shapes_multiview`.
+  """
+  config = ShapesMultiviewConfig(name=local_builder.config_name(options), **options)
+  name = scene_name.decode() if isinstance(scene_name, bytes) else scene_name
+  split, index = name.rsplit("_", 1)
+  return scene_of(config, split, int(index))
 
 
 def generate_example(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str, Any]:

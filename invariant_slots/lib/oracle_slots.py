@@ -13,7 +13,7 @@ multi-view pipeline does.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -23,7 +23,6 @@ import numpy as np
 import optax
 
 from invariant_slots import datasets
-from invariant_slots.datasets import local_builder
 from invariant_slots.datasets import ops as preprocessing
 from invariant_slots.datasets import shapes_multiview
 from invariant_slots.lib import metrics
@@ -33,6 +32,8 @@ from invariant_slots.modules.multiview import RayEncoding
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
+# `(params, batch)` -> per-view metrics and ids.
+EvalStep = Callable[[Any, dict[str, np.ndarray]], dict[str, Array]]
 
 # Per-slot features: present, background, centre (3), size, colour (3), box.
 FEATURE_SIZE = 10
@@ -99,8 +100,6 @@ def build(config: ml_collections.ConfigDict) -> OracleSlotDecoder:
 def _batches(config: ml_collections.ConfigDict, train: bool) -> Iterator[dict[str, np.ndarray]]:
   """Batches of the config's train (repeated, shuffled) or eval split with oracle slots."""
   options = dict(config.data.shapes_multiview)
-  data_config = shapes_multiview.ShapesMultiviewConfig(
-      name=local_builder.config_name(options), **options)
   dataset, _ = datasets.DATA_SOURCES.get(config.data.source)(config.data, train, 1, 0)
   ops = preprocessing.build_ops(config.data.preprocess_train if train
                                 else config.data.preprocess_eval)
@@ -109,11 +108,8 @@ def _batches(config: ml_collections.ConfigDict, train: bool) -> Iterator[dict[st
   dataset = dataset.map(lambda f: {**ops(f), "scene_name": f["scene_name"]})
   dataset = dataset.batch(config.batch_size if train else 8, drop_remainder=train).prefetch(2)
   for batch in dataset.as_numpy_iterator():
-    slots = []
-    for name in batch.pop("scene_name"):
-      split, index = name.decode().rsplit("_", 1)
-      slots.append(object_slots(shapes_multiview.scene_of(data_config, split, int(index)),
-                                config.model.num_slots))
+    slots = [object_slots(shapes_multiview.scene_named(options, name), config.model.num_slots)
+             for name in batch.pop("scene_name")]
     batch["oracle_features"] = np.stack([f for f, _ in slots])
     batch["oracle_positions"] = np.stack([p for _, p in slots])
     yield batch
@@ -124,9 +120,9 @@ def _render(model: OracleSlotDecoder, params, batch) -> dict[str, Array]:
                      batch["target_origins"], batch["target_directions"])
 
 
-def evaluate(model: OracleSlotDecoder, params, config: ml_collections.ConfigDict
-             ) -> dict[str, float]:
-  """Novel-view PSNR, ARI, FG-ARI and FG-mIoU over the eval scenes' held-out views."""
+def make_eval_step(model: OracleSlotDecoder, config: ml_collections.ConfigDict
+                   ) -> EvalStep:
+  """A jitted `(params, batch)` -> per-view PSNR, ARI, FG-ARI and the true and predicted ids."""
   num_true, num_slots = config.data.max_instances + 1, config.model.num_slots
 
   @jax.jit
@@ -140,7 +136,17 @@ def evaluate(model: OracleSlotDecoder, params, config: ml_collections.ConfigDict
                                                   ignore_background=True),
             "pred_ids": pred_ids, "true_ids": true_ids}
 
-  results = [jax.device_get(step(params, batch)) for batch in _batches(config, train=False)]
+  return step
+
+
+def evaluate(eval_step: EvalStep, params,
+             config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Novel-view PSNR, ARI, FG-ARI and FG-mIoU over the eval scenes' held-out views.
+
+  `eval_step`: `make_eval_step(model, config)`, built once and reused.
+  """
+  num_true, num_slots = config.data.max_instances + 1, config.model.num_slots
+  results = [jax.device_get(eval_step(params, batch)) for batch in _batches(config, train=False)]
   stacked = {key: np.concatenate([r[key] for r in results]) for key in results[0]}
   fg_miou = metrics.mean_iou_hungarian(stacked["true_ids"], stacked["pred_ids"], num_true,
                                        num_slots)
@@ -165,6 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                       first["oracle_positions"], first["target_origins"],
                       first["target_directions"])["params"]
   opt_state = tx.init(params)
+  eval_step = make_eval_step(model, config)
 
   @jax.jit
   def train_step(params, opt_state, batch):
@@ -183,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       report(step, {"loss": float(np.mean(jax.device_get(losses)))})
       losses = []
     if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-      scalars = evaluate(model, params, config)
+      scalars = evaluate(eval_step, params, config)
       report(step, scalars)
       evaluations.append((step, scalars))
     if step < config.num_train_steps:
