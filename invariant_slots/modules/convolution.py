@@ -88,6 +88,9 @@ def _tap_conv_backward(strides, padding, residuals, grad):
                        ((0, 0, 0),) + tuple((low, high, 0) for low, high in padding)
                        + ((0, 0, 0),))
   batch, channels = inputs.shape[0], inputs.shape[-1]
+  # As 2-D matrix products ([positions, in]^T [positions, out]): XLA:CPU runs
+  # these about twice as fast as the same contraction over the 4-D arrays.
+  grad_matrix = grad.reshape(-1, grad.shape[-1])
   taps = []
   for i in range(kh):
     for j in range(kw):
@@ -95,7 +98,7 @@ def _tap_conv_backward(strides, padding, residuals, grad):
           padded, (0, i, j, 0),
           (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, channels),
           (1, sh, sw, 1))
-      taps.append(jnp.einsum("nhwc,nhwo->co", shifted, grad))
+      taps.append(shifted.reshape(-1, channels).T @ grad_matrix)
   return input_grad, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
 
 
