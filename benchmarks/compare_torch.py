@@ -14,9 +14,12 @@ import os
 import statistics
 import time
 
+import torch
+# Adam imports torch._dynamo on first use; with TensorFlow loaded first that
+# import crashes torch 2.14, so it is loaded here, first.
+import torch._dynamo  # noqa: F401  pylint: disable=unused-import
 import jax
 import numpy as np
-import torch
 
 import torch_reference
 from invariant_slots import config_files
