@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import functools
 import zlib
 from typing import Any, Mapping
 
@@ -311,12 +312,18 @@ def scene_of(config: ShapesMultiviewConfig, split: str, index: int) -> dict[str,
   return sample_scene(_example_rng(config, split, index), config)
 
 
+@functools.lru_cache(maxsize=8)
+def _generator_config(options: tuple[tuple[str, Any], ...]) -> ShapesMultiviewConfig:
+  """The generator's config for sorted `(option, value)` pairs, built once per variant."""
+  return ShapesMultiviewConfig(name=local_builder.config_name(dict(options)), **dict(options))
+
+
 def scene_named(options: Mapping[str, Any], scene_name: str | bytes) -> dict[str, np.ndarray]:
   """The objects (`scene_of`) of the example a `scene_name` feature names ("<split>_<index>").
 
   `options`: the generator's options, as in `config.data.shapes_multiview`.
   """
-  config = ShapesMultiviewConfig(name=local_builder.config_name(options), **options)
+  config = _generator_config(tuple(sorted(options.items())))
   name = scene_name.decode() if isinstance(scene_name, bytes) else scene_name
   split, index = name.rsplit("_", 1)
   return scene_of(config, split, int(index))
