@@ -5,7 +5,8 @@ a machine that has none of them (`invariant_slots.plan`, benchmarks/accelerator.
 `lib/trainer.py` adds the data, checkpoints and metric writers around it.
 """
 
-from typing import Any, Sequence
+import re
+from typing import Any, NamedTuple, Sequence
 
 import flax
 import jax
@@ -46,10 +47,55 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [config.warmup_steps])
 
 
+def parameter_path(path: Sequence[Any]) -> str:
+  """A parameter's tree path as `"encoder/head/TransformerBlock_0/Dense_0/kernel"`."""
+  return "/".join(str(getattr(key, "key", key)) for key in path)
+
+
+class FreezeState(NamedTuple):
+  count: Array
+
+
+def freeze_until(pattern: str, until_step: int) -> optax.GradientTransformation:
+  """Zeroes the updates of the parameters whose path fully matches `pattern`
+  (a regular expression over `parameter_path`) for the first `until_step` steps.
+
+  Chained after the optimizer, so its moments still see these gradients and the
+  parameters start at the schedule's rate once released. A pattern that
+  matches no parameter is a `ConfigError` that lists the top-level modules.
+  """
+  regex = re.compile(pattern)
+
+  def frozen_mask(params: Any) -> Any:
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: regex.fullmatch(parameter_path(path)) is not None, params)
+
+  def init_fn(params: Any) -> FreezeState:
+    if not any(jax.tree.leaves(frozen_mask(params))):
+      raise ConfigError(f"freeze.params {pattern!r} matches no parameter; paths look like "
+                        f"'{next(iter(params), 'module')}/...', e.g. "
+                        "'encoder/head/TransformerBlock_.*'.")
+    return FreezeState(count=jnp.zeros((), jnp.int32))
+
+  def update_fn(updates: Any, state: FreezeState, params: Any = None):
+    released = (state.count >= until_step).astype(jnp.float32)
+    updates = jax.tree.map(lambda u, frozen: u * released.astype(u.dtype) if frozen else u,
+                           updates, frozen_mask(updates))
+    return updates, FreezeState(count=state.count + 1)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam on `learning_rate_schedule`, after global-norm clipping (`max_grad_norm`);
+  `config.freeze` (`params` pattern, `until_step`) holds modules back (`freeze_until`)."""
   schedule = learning_rate_schedule(config)
   parts = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
-  return optax.chain(*parts, optax.adam(schedule))
+  parts.append(optax.adam(schedule))
+  freeze = config.get("freeze")
+  if freeze:
+    parts.append(freeze_until(freeze.params, freeze.until_step))
+  return optax.chain(*parts)
 
 
 def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:

@@ -30,6 +30,7 @@ RANGES: tuple[tuple[str, str, float], ...] = (
     ("lr_decay_steps", ">=", 1),
     ("lr_decay_rate", ">", 0),
     ("max_grad_norm", ">=", 0),
+    ("freeze.until_step", ">=", 0),
     ("log_loss_every_steps", ">=", 1),
     ("eval_every_steps", ">=", 1),
     ("checkpoint_every_steps", ">=", 1),
@@ -86,6 +87,12 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   if not problems and config.get("batch_size") and accum > 1 and config.batch_size % accum:
     problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum_steps "
                     f"{accum}; pick a divisor of it")
+  freeze_pattern = config.get("freeze", {}).get("params")
+  if isinstance(freeze_pattern, str):
+    try:
+      re.compile(freeze_pattern)
+    except re.error as error:
+      problems.append(f"freeze.params {freeze_pattern!r} is not a regular expression ({error})")
   if problems:
     raise ConfigError("Invalid config: " + "; ".join(problems) + ".")
 
