@@ -189,3 +189,51 @@ def test_a_batch_that_grad_accum_steps_does_not_divide_is_refused(shapes_data_di
   config = tiny_config(shapes_data_dir, batch_size=10, grad_accum_steps=4)
   with pytest.raises(ConfigError, match="batch_size 10 is not divisible by grad_accum_steps 4"):
     validation.check_values(config)
+
+
+def _optimizer_config(**freeze):
+  config = tiny_config(None, learning_rate=0.1, warmup_steps=0, lr_schedule="constant",
+                       max_grad_norm=0.0)
+  if freeze:
+    config.freeze = freeze
+  return config
+
+
+def test_freeze_holds_matching_parameters_back_then_follows_adam():
+  params = {"encoder": {"head": {"TransformerBlock_0": {"kernel": jnp.ones(3)},
+                                 "Dense_0": {"kernel": jnp.ones(3)}}},
+            "decoder": {"kernel": jnp.ones(2)}}
+  frozen_tx = training.make_optimizer(_optimizer_config(
+      params="encoder/head/TransformerBlock_.*", until_step=3))
+  plain_tx = training.make_optimizer(_optimizer_config())
+  frozen_state, plain_state = frozen_tx.init(params), plain_tx.init(params)
+  rng = np.random.default_rng(0)
+  for step in range(6):
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    frozen_updates, frozen_state = frozen_tx.update(grads, frozen_state, params)
+    plain_updates, plain_state = plain_tx.update(grads, plain_state, params)
+    block = frozen_updates["encoder"]["head"].pop("TransformerBlock_0")["kernel"]
+    plain_block = plain_updates["encoder"]["head"].pop("TransformerBlock_0")["kernel"]
+    # Held back for steps 0-2; afterwards Adam's update, moments included.
+    np.testing.assert_allclose(block, plain_block if step >= 3 else np.zeros(3), rtol=1e-6)
+    assert np.abs(plain_block).min() > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+                 frozen_updates, plain_updates)
+
+
+def test_a_freeze_pattern_that_matches_nothing_names_the_paths():
+  tx = training.make_optimizer(_optimizer_config(params="encoder/head/Block_.*", until_step=3))
+  with pytest.raises(ConfigError, match=r"freeze.params 'encoder/head/Block_\.\*' matches no "
+                                        r"parameter; paths start with one of decoder, encoder"):
+    tx.init({"encoder": {"head": {"Dense_0": {"kernel": jnp.ones(3)}}},
+             "decoder": {"kernel": jnp.ones(2)}})
+
+
+@pytest.mark.parametrize("freeze, message", [
+    (dict(params="encoder/(head", until_step=3), "freeze.params 'encoder/\\(head' is not a "
+                                                 "regular expression"),
+    (dict(params="encoder/.*", until_step=-1), "freeze.until_step must be >= 0, got -1"),
+])
+def test_a_bad_freeze_is_refused(freeze, message):
+  with pytest.raises(ConfigError, match=message):
+    validation.check_values(_optimizer_config(**freeze))

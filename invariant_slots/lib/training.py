@@ -72,9 +72,9 @@ def freeze_until(pattern: str, until_step: int) -> optax.GradientTransformation:
 
   def init_fn(params: Any) -> FreezeState:
     if not any(jax.tree.leaves(frozen_mask(params))):
-      raise ConfigError(f"freeze.params {pattern!r} matches no parameter; paths look like "
-                        f"'{next(iter(params), 'module')}/...', e.g. "
-                        "'encoder/head/TransformerBlock_.*'.")
+      raise ConfigError(f"freeze.params {pattern!r} matches no parameter; paths start with "
+                        f"one of {', '.join(sorted(params))} and read like "
+                        "'encoder/head/TransformerBlock_0/mlp_hidden/kernel'.")
     return FreezeState(count=jnp.zeros((), jnp.int32))
 
   def update_fn(updates: Any, state: FreezeState, params: Any = None):
