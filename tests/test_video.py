@@ -221,6 +221,22 @@ def test_temporal_ops_and_resize():
   np.testing.assert_allclose(rgb, 1.0)  # Zero flow is white.
 
 
+def test_zero_initialised_predictor_only_normalises_each_slot():
+  predictor = video_modules.transformer_predictor(num_heads=2, mlp_size=8,
+                                                  zero_init_residual=True)
+  slots = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16)) * 3.0 + 1.0
+  params = predictor.init(jax.random.PRNGKey(1), slots)
+  slots_np = np.asarray(slots, np.float64)
+  # Post-LN with zero residual branches: LN(LN(x)) with unit scale, zero bias.
+  expected = (slots_np - slots_np.mean(-1, keepdims=True)) / np.sqrt(
+      slots_np.var(-1, keepdims=True) + 1e-6)
+  expected = expected / np.sqrt(expected.var(-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(predictor.apply(params, slots), expected, atol=1e-4)
+  default = video_modules.transformer_predictor(num_heads=2, mlp_size=8)
+  mixed = default.apply(default.init(jax.random.PRNGKey(1), slots), slots)
+  assert np.abs(np.asarray(mixed) - expected).max() > 0.1  # The default does mix slots.
+
+
 def test_predictor_is_permutation_equivariant():
   predictor = video_modules.transformer_predictor(num_heads=2, mlp_size=8)
   slots = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))

@@ -72,14 +72,17 @@ class ConditionedSlots(nn.Module):
 
 @PREDICTORS.register("Transformer")
 def transformer_predictor(num_heads: int = 4, mlp_size: int = 256, qkv_size: int | None = None,
-                          pre_norm: bool = False) -> TransformerBlock:
+                          pre_norm: bool = False,
+                          zero_init_residual: bool = False) -> TransformerBlock:
   """SAVi's predictor: a Transformer block over the slots, post-LN by default.
 
   `qkv_size` None uses the slot size. Without position information it is
-  equivariant to permutations of the slots.
+  equivariant to permutations of the slots. `zero_init_residual` starts its
+  attention and MLP outputs at zero: the post-LN block then only normalises
+  each slot, and does not mix them.
   """
   return TransformerBlock(num_heads=num_heads, mlp_size=mlp_size, qkv_size=qkv_size,
-                          pre_norm=pre_norm)
+                          pre_norm=pre_norm, zero_init_residual=zero_init_residual)
 
 
 class SlotRecurrence(nn.Module):
