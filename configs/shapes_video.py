@@ -49,20 +49,27 @@ def get_config() -> ml_collections.ConfigDict:
   data.preprocess_train, data.preprocess_eval = common.video_preprocessing(
       3, 32, train_frames=3, eval_frames=24, targets=tuple(config.model.targets))
 
-  # SAVi++'s linear position grids, corrector / predictor widths (qkv 128,
-  # predictor MLP 256) and background slot from a zero box, at CPU widths; the
-  # MLP encoder head, SA's MLP and the 3x3 conv readout stay, because with
-  # SAVi++'s Transformer head the model did not leave the one-blurry-background
-  # plateau in a CPU budget, and SA without MLP with 1x1 readouts left it late
-  # (docs/fidelity.md).
+  # SAVi++'s structures at CPU widths (docs/fidelity.md): linear position
+  # grids, the Transformer encoder head (one layer here), SA with qkv 128 and
+  # no MLP, a post-LN predictor (qkv 128, MLP 256), the background slot from a
+  # zero box and 1x1 readouts. The head's layer and the predictor start neutral
+  # (`zero_init_residual`) and are held back for the first 1400 steps: trained
+  # from the start, both average over their inputs, the slots become one
+  # vector and the model stays on the one-blurry-frame plateau.
   model = config.model
   model.slot_size = 64
   model.encoder = dict(name="CNN", features=[32, 32, 32], strides=[1, 2, 1], kernel_size=3,
-                       mlp_size=64, position_embedding="linear")
+                       mlp_size=64, position_embedding="linear",
+                       transformer=dict(num_layers=1, num_heads=4, qkv_size=64,
+                                        transformer_mlp_size=128, zero_init_residual=True))
   model.initializer = dict(name="conditioned", conditioning="boxes", hidden_size=128,
                            background_slot=True, zero_box_background=True)
-  model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=128)
-  model.predictor = dict(name="Transformer", num_heads=4, qkv_size=128, mlp_size=256)
-  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 16],
-                       strides=[2, 2], kernel_size=5, position_embedding="linear")
+  model.corrector = dict(name="SA", num_iterations=1, qkv_size=128, mlp_size=0)
+  model.predictor = dict(name="Transformer", num_heads=4, qkv_size=128, mlp_size=256,
+                         zero_init_residual=True)
+  model.decoder = dict(name="SpatialBroadcast", broadcast_size=(8, 8), features=[32, 32],
+                       strides=[2, 2], kernel_size=5, readout="dense",
+                       position_embedding="linear")
+  config.freeze = dict(params="encoder/head/TransformerBlock_.*|recurrence/predictor/.*",
+                       until_step=1400)
   return config
