@@ -53,6 +53,7 @@ def parameter_path(path: Sequence[Any]) -> str:
 
 
 class FreezeState(NamedTuple):
+  """`freeze_until`'s state: the number of updates applied so far."""
   count: Array
 
 

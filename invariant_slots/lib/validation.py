@@ -87,7 +87,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   if not problems and config.get("batch_size") and accum > 1 and config.batch_size % accum:
     problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum_steps "
                     f"{accum}; pick a divisor of it")
-  freeze_pattern = config.get("freeze", {}).get("params")
+  freeze_pattern = (config.get("freeze") or {}).get("params")
   if isinstance(freeze_pattern, str):
     try:
       re.compile(freeze_pattern)
