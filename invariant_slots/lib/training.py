@@ -79,9 +79,9 @@ def freeze_until(pattern: str, until_step: int) -> optax.GradientTransformation:
     return FreezeState(count=jnp.zeros((), jnp.int32))
 
   def update_fn(updates: Any, state: FreezeState, params: Any = None):
-    released = (state.count >= until_step).astype(jnp.float32)
-    updates = jax.tree.map(lambda u, frozen: u * released.astype(u.dtype) if frozen else u,
-                           updates, frozen_mask(updates))
+    released = state.count >= until_step
+    updates = jax.tree.map(lambda u, frozen: jnp.where(released, u, 0).astype(u.dtype)
+                           if frozen else u, updates, frozen_mask(updates))
     return updates, FreezeState(count=state.count + 1)
 
   return optax.GradientTransformation(init_fn, update_fn)
