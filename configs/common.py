@@ -25,6 +25,11 @@ def training_defaults() -> ml_collections.ConfigDict:
   # True recomputes the heavy blocks' activations (encoder, corrector, decoder)
   # in the backward pass: less memory, about one more forward pass of compute.
   config.remat = False
+  # Single-process runs on a CPU-only host: split the host into this many JAX
+  # devices and train data-parallel over them. 0: one per core (the largest
+  # count that divides batch_size); 1: JAX's default of one device. Small
+  # models run faster this way (docs/benchmarks.md); GPU and TPU ignore it.
+  config.cpu_devices = 1
   config.num_train_steps = 500_000
   config.learning_rate = 4e-4
   config.lr_schedule = "exponential"  # cosine | exponential | constant

@@ -50,6 +50,38 @@ def _initialize_distributed() -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def cpu_device_count(requested: int, batch_size: int, cores: int) -> int:
+  """CPU devices for `config.cpu_devices` (0: one per core, at most a divisor of the batch)."""
+  if not isinstance(requested, int) or requested < 0:
+    raise ConfigError(f"cpu_devices must be 0 (one per core) or a positive count, got "
+                      f"{requested!r}; set --config.cpu_devices=0 or 1.")
+  if requested == 0:
+    requested = max(1, cores)
+  if batch_size % requested:
+    requested = max(d for d in range(1, requested + 1) if batch_size % d == 0)
+  return requested
+
+
+def _split_cpu(config) -> None:
+  """Splits a CPU-only host into `config.cpu_devices` devices (before JAX starts).
+
+  Left alone: multi-process jobs and an explicit
+  `--xla_force_host_platform_device_count` in `XLA_FLAGS`.
+  """
+  multi_process = _COORDINATOR.value is not None or _DISTRIBUTED.value
+  if multi_process or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return
+  count = cpu_device_count(config.get("cpu_devices", 1), config.batch_size, os.cpu_count() or 1)
+  if count > 1:
+    import jax  # pylint: disable=g-import-not-at-top
+    try:
+      jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX already started in this process (called from Python).
+      logging.warning("cpu_devices=%d not applied: JAX's devices already exist.", count)
+      return
+    logging.info("CPU host split into %d devices (config.cpu_devices).", count)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -61,6 +93,7 @@ def main(argv):
   try:
     # Checked before the slow start-up: answers within a second.
     validation.check_run(config, workdir)
+    _split_cpu(config)
     with workdir_lock.hold(workdir) if first_process else contextlib.nullcontext():
       # Imported here so that TF's and JAX's start-up happens after the checks.
       import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from tests.training_utils import REPO, SHAPES_CONFIG, read_scalars, run_main, tiny_flags
+from tests.training_utils import REPO, SHAPES_CONFIG, child_env, read_scalars, run_main, tiny_flags
 
 STEPS = 10
 
@@ -86,3 +87,33 @@ def test_sigterm_checkpoints_and_resume_reproduces_the_trajectory(tmp_path, shap
   assert sorted(actual) == sorted(expected) == list(range(1, steps + 1))
   np.testing.assert_allclose([actual[s] for s in range(1, steps + 1)],
                              [expected[s] for s in range(1, steps + 1)], rtol=1e-6)
+
+
+def test_cpu_device_count_divides_the_batch():
+  from invariant_slots.main import cpu_device_count  # pylint: disable=g-import-not-at-top
+  from invariant_slots.registry import ConfigError  # pylint: disable=g-import-not-at-top
+  assert cpu_device_count(0, batch_size=16, cores=2) == 2
+  assert cpu_device_count(0, batch_size=6, cores=4) == 3  # the largest divisor of 6 <= 4
+  assert cpu_device_count(0, batch_size=7, cores=2) == 1
+  assert cpu_device_count(3, batch_size=16, cores=8) == 2
+  assert cpu_device_count(1, batch_size=16, cores=8) == 1
+  for bad in (-1, 1.5, "2"):
+    with pytest.raises(ConfigError, match="cpu_devices must be 0"):
+      cpu_device_count(bad, batch_size=16, cores=2)
+
+
+def test_cpu_devices_split_matches_one_device(tmp_path, shapes_data_dir):
+  flags = tiny_flags(shapes_data_dir, num_train_steps=STEPS)
+  one = tmp_path / "one"
+  result = run_main(flags + [f"--workdir={one}"], num_devices=1)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  split = tmp_path / "split"
+  env = {k: v for k, v in child_env().items() if k != "XLA_FLAGS"}
+  result = subprocess.run(
+      [sys.executable, "-m", "invariant_slots.main", *flags, "--config.cpu_devices=2",
+       f"--workdir={split}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "CPU host split into 2 devices" in result.stderr
+  np.testing.assert_allclose(_losses(split), _losses(one), rtol=1e-4)
