@@ -4,8 +4,9 @@
 
 32x32 scenes of exactly 3 shapes in 6 well-separated hues that do not touch,
 4 slots, SA-ID with learned slot embeddings, one JAX device per CPU core
-(`cpu_devices=0`): 6-23 steps/s on two CPU cores, by machine (docs/benchmarks.md). The dataset itself supports 2-6 occluding
-objects at 32, 64 or 128 px through `data.shapes` (`min_gap=-1` for
+(`cpu_devices=0`): 6-23 steps/s on two CPU cores, by machine
+(docs/benchmarks.md). The dataset itself supports 2-6 occluding objects at
+32, 64 or 128 px through `data.shapes` (`min_gap=-1` for
 occlusion, `num_colors=0` for the full 10-hue palette).
 
 Expect (docs/results.md, 2-core CPU): FG-ARI 0.880, FG-mIoU 0.546, PSNR 19.9 dB
