@@ -67,7 +67,7 @@ def test_sigterm_checkpoints_and_resume_reproduces_the_trajectory(tmp_path, shap
   assert result.returncode == 0, result.stderr[-3000:]
 
   interrupted = tmp_path / "interrupted"
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = child_env()  # One device, as in the other runs: the same reduction order.
   process = subprocess.Popen(
       [sys.executable, "-m", "invariant_slots.main", *flags, f"--workdir={interrupted}"],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
