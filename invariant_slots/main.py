@@ -52,9 +52,6 @@ def _initialize_distributed() -> None:
 
 def cpu_device_count(requested: int, batch_size: int, cores: int) -> int:
   """CPU devices for `config.cpu_devices` (0: one per core, at most a divisor of the batch)."""
-  if not isinstance(requested, int) or requested < 0:
-    raise ConfigError(f"cpu_devices must be 0 (one per core) or a positive count, got "
-                      f"{requested!r}; set --config.cpu_devices=0 or 1.")
   if requested == 0:
     requested = max(1, cores)
   if batch_size % requested:

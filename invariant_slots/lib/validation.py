@@ -26,6 +26,7 @@ RANGES: tuple[tuple[str, str, float], ...] = (
     ("num_train_steps", ">=", 0),
     ("batch_size", ">=", 1),
     ("grad_accum_steps", ">=", 1),
+    ("cpu_devices", ">=", 0),
     ("warmup_steps", ">=", 0),
     ("lr_decay_steps", ">=", 1),
     ("lr_decay_rate", ">", 0),
