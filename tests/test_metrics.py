@@ -205,15 +205,18 @@ def test_eval_metrics_merge_is_mean_over_valid_examples():
     np.testing.assert_allclose(result[k], np.nanmean(all_values), rtol=1e-6)
 
 
-def test_train_metrics():
-  collection = None
-  for step in range(3):
-    step_metrics = metrics.TrainMetrics.single_from_model_output(
-        loss=np.float32(step), grad_norm=np.float32(2 * step),
-        learning_rate=np.float32(0.1 * step))
-    collection = (step_metrics
-                  if collection is None else collection.merge(step_metrics))
-  result = collection.compute()
+def test_mean_train_scalars_averages_all_but_the_learning_rate():
+  steps = [{"loss": np.float32(step), "grad_norm": np.float32(2 * step),
+            "grad_norm_decoder": np.float32(step * step), "learning_rate": np.float32(0.1 * step)}
+           for step in range(3)]
+  result = metrics.mean_train_scalars(steps)
   np.testing.assert_allclose(result["loss"], 1.0)
   np.testing.assert_allclose(result["grad_norm"], 2.0)
-  np.testing.assert_allclose(result["learning_rate"], 0.2)
+  np.testing.assert_allclose(result["grad_norm_decoder"], 5 / 3)
+  np.testing.assert_allclose(result["learning_rate"], 0.2)  # The last step's, not the mean.
+  assert all(isinstance(v, float) for v in result.values())
+
+
+def test_mean_train_scalars_needs_a_step():
+  with pytest.raises(ValueError, match="at least one step"):
+    metrics.mean_train_scalars([])

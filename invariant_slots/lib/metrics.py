@@ -6,8 +6,7 @@ in `[0, num_instances)`. In ground-truth segmentations id 0 is the background;
 predicted ids are slot indices and none of them is special.
 """
 
-import functools
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import clu.metrics
 import flax
@@ -195,22 +194,19 @@ def _masked_fg_miou(fg_miou: Array,
   return {"values": fg_miou, "mask": valid}
 
 
-@flax.struct.dataclass
-class TrainMetrics(clu.metrics.Collection):
-  """Metrics logged during training; model outputs are scalars per step."""
+def mean_train_scalars(steps: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """The logged training scalars of `steps`, the host values of consecutive
+  train steps' scalars (`loss`, `grad_norm`, `grad_norm_<module>`, ...): the
+  mean of each over the steps, except `learning_rate`, the last step's.
 
-  loss: clu.metrics.Average.from_output("loss")
-  grad_norm: clu.metrics.Average.from_output("grad_norm")
-  learning_rate: clu.metrics.LastValue.from_output("learning_rate")
-
-
-@functools.cache
-def train_metrics(modules: tuple[str, ...] = ()) -> type[clu.metrics.Collection]:
-  """`TrainMetrics` plus the gradient norm of each top-level module, `grad_norm_<module>`."""
-  fields = dict(TrainMetrics.__annotations__)
-  fields.update({f"grad_norm_{name}": clu.metrics.Average.from_output(f"grad_norm_{name}")
-                 for name in modules})
-  return clu.metrics.Collection.create(**fields)
+  Reduced on the host in one pass: merging a metrics collection on device after
+  every step costs more dispatches than a small model's step itself.
+  """
+  if not steps:
+    raise ValueError("mean_train_scalars needs at least one step.")
+  return {k: float(steps[-1][k]) if k == "learning_rate"
+          else float(np.mean([step[k] for step in steps], dtype=np.float64))
+          for k in steps[0]}
 
 
 @flax.struct.dataclass

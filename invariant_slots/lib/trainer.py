@@ -27,6 +27,9 @@ from invariant_slots.lib import workdir_lock
 from invariant_slots.registry import ConfigError
 
 Array = jax.Array
+# Train steps the host may dispatch ahead of the devices: enough to overlap the
+# next batch's preparation with the running step, without an unbounded queue.
+_STEPS_IN_FLIGHT = 2
 
 
 class _Preemption:
@@ -143,7 +146,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer)
   preemption = _Preemption()
-  train_metrics = None
+  pending: list[dict[str, Array]] = []  # Step scalars since the last log, still on device.
   scalars = {}
   step = initial_step
   start = time.time()
@@ -154,16 +157,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, step_scalars = train_step(state, batch)
       step += 1
-      modules = tuple(sorted(k[len("grad_norm_"):] for k in step_scalars
-                             if k.startswith("grad_norm_")))
-      step_metrics = metrics.train_metrics(modules).single_from_model_output(**step_scalars)
-      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+      pending.append(step_scalars)
+      if len(pending) > _STEPS_IN_FLIGHT:  # Keep the host a few steps ahead, no more.
+        jax.block_until_ready(pending[-_STEPS_IN_FLIGHT - 1])
       report(step, time.time())
       last = step == config.num_train_steps
       stop = preemption.signal  # Read once: the signal may arrive at any time.
       save = step % config.checkpoint_every_steps == 0 or last or stop
       if step % config.log_loss_every_steps == 0 or save:
-        values = {f"train/{k}": float(v) for k, v in train_metrics.compute().items()}
+        values = {f"train/{k}": v
+                  for k, v in metrics.mean_train_scalars(jax.device_get(pending)).items()}
         if not np.isfinite(values["train/loss"]):
           raise FloatingPointError(
               f"Loss is {values['train/loss']} at step {step} (averaged since the last log); "
@@ -171,7 +174,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               "Lower learning_rate or set max_grad_norm.")
         if step % config.log_loss_every_steps == 0 or last:
           writer.write_scalars(step, values)
-          train_metrics = None
+          pending = []
       if save:
         if not state_check(state, batch):
           raise FloatingPointError(
