@@ -163,6 +163,36 @@ def test_tap_conv_matches_flax_conv_and_both_gradients(size, kernel, strides, pa
   np.testing.assert_allclose(got_dx, want_dx, atol=1e-4, rtol=1e-4)
 
 
+_BLOCKED_CASES = [  # size, kernel, padding, in -> out features
+    ((9, 7), (5, 5), "SAME", (3, 2)),
+    ((8, 8), (5, 5), "VALID", (2, 5)),
+    ((7, 10), (4, 3), "SAME", (3, 4)),
+    ((6, 5), (3, 3), ((2, -1), (0, 1)), (4, 3)),  # uneven, with a crop
+    ((5, 7), (1, 1), "SAME", (3, 5)),
+    ((11, 9), (6, 6), "SAME", (2, 3)),
+]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+@pytest.mark.parametrize("size,kernel,padding,channels", _BLOCKED_CASES)
+def test_blocked_weight_gradient_matches_xla(size, kernel, padding, channels, block):
+  rng = np.random.default_rng(sum(size) + 10 * kernel[0] + block)
+  x = jnp.asarray(rng.normal(size=(2, *size, channels[0])), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(*kernel, *channels)), jnp.float32)
+  pads = convolution.conv_padding(x.shape, w.shape, (1, 1), padding)
+  cotangent = jnp.asarray(rng.normal(size=convolution.lax_conv(x, w, (1, 1), pads).shape),
+                          jnp.float32)
+  want = jax.grad(lambda w: jnp.sum(convolution.lax_conv(x, w, (1, 1), pads) * cotangent))(w)
+  got = convolution.blocked_weight_gradient(x, cotangent, kernel, pads, block)
+  assert got.shape == w.shape
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_weight_block_takes_two_pixel_blocks_from_four_taps():
+  assert [convolution.weight_block(k) for k in ((1, 1), (3, 3), (3, 5), (4, 4), (5, 5))] == [
+      1, 1, 1, 2, 2]
+
+
 def test_conv_switches_by_backend_and_rejects_bad_options(monkeypatch):
   x = np.random.default_rng(0).normal(size=(1, 5, 5, 2)).astype(np.float32)
   params = nn.Conv(3, (3, 3)).init(_key(1), x)
