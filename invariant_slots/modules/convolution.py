@@ -37,7 +37,7 @@ FAST_FORMS = ("taps", "polyphase")
 # `in * out` features over at least this many output positions (batch x
 # height x width): below them XLA's weight gradient is as fast, and the tap
 # form's longer compilation does not pay (docs/benchmarks.md).
-MIN_TAP_FEATURES = 1024
+MIN_TAP_FEATURES = 256
 MIN_TAP_POSITIONS = 32768
 
 
@@ -113,7 +113,9 @@ def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int]
   output pixel `s * q + r` reads input pixel `s * (q + d) + rho` with
   `d, rho = divmod(r + t, s)`, so one `[s^2 in, s^2 out]` matrix product per
   block offset `d` (`ceil((s + k - 1) / s)` per axis) holds every tap's
-  gradient; `s = 1` is one product per tap.
+  gradient; `s = 1` is one product per tap. The narrower of the two operands
+  is the one shifted by `d` (copied once per offset); a narrow output
+  gradient (a readout layer) makes all offsets one product.
 
   Args:
     inputs: `[batch, height, width, in]`, before padding.
@@ -143,10 +145,25 @@ def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int]
     return x.reshape(batch, height, width, s * s * x.shape[-1])
 
   blocks = space_to_depth(padded, in_rows, in_cols)
-  grad_matrix = space_to_depth(grad, rows, cols).reshape(-1, s * s * out_features)
-  products = jnp.stack([
-      blocks[:, dh:dh + rows, dw:dw + cols].reshape(-1, s * s * in_features).T @ grad_matrix
-      for dh in range(offsets_h) for dw in range(offsets_w)])
+  grad_blocks = space_to_depth(grad, rows, cols)
+  offsets = [(dh, dw) for dh in range(offsets_h) for dw in range(offsets_w)]
+  if out_features < in_features:
+    # Shift the narrower output gradient: product d pairs input block Q with
+    # gradient block Q - d, all offsets in one product against the input.
+    grad_blocks = jnp.pad(grad_blocks, ((0, 0), (offsets_h - 1,) * 2, (offsets_w - 1,) * 2,
+                                        (0, 0)))
+    shifted = jnp.concatenate([
+        grad_blocks[:, offsets_h - 1 - dh:offsets_h - 1 - dh + in_rows,
+                    offsets_w - 1 - dw:offsets_w - 1 - dw + in_cols] for dh, dw in offsets], -1)
+    products = blocks.reshape(-1, s * s * in_features).T @ shifted.reshape(
+        -1, len(offsets) * s * s * out_features)
+    products = products.reshape(s * s * in_features, len(offsets), s * s * out_features)
+    products = products.transpose(1, 0, 2)
+  else:  # Shift the input: product d pairs input block P + d with gradient block P.
+    grad_matrix = grad_blocks.reshape(-1, s * s * out_features)
+    products = jnp.stack([
+        blocks[:, dh:dh + rows, dw:dw + cols].reshape(-1, s * s * in_features).T @ grad_matrix
+        for dh, dw in offsets])
   # [d_h, d_w, rho_h, rho_w, in, r_h, r_w, out] -> [d_h, rho_h, r_h, d_w, rho_w, r_w, in, out].
   products = products.reshape(offsets_h, offsets_w, s, s, in_features, s, s, out_features)
   products = products.transpose(0, 2, 5, 1, 3, 6, 4, 7)
