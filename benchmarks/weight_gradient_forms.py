@@ -7,8 +7,9 @@ For each stride-1 convolution that the 128x128 object-discovery model of
 polyphase forms of the decoder's stride-2 transposed convolutions, its 5x5
 layer at 128x128), times the weight gradient alone: XLA's own (the transpose
 of `lax.conv_general_dilated`) and `modules/convolution.blocked_weight_gradient`
-with blocks of 1 (one product per tap), 2 and 4 pixels, with the largest
-relative difference from XLA's. `--products` first times XLA:CPU's matrix
+with blocks of `bh x bw` pixels (1: one product per tap; `1x4`, 4 pixels
+of a row, is what `Conv` takes for 5x5 kernels), with the largest relative
+difference from XLA's. `--products` first times XLA:CPU's matrix
 product `A^T B` on the shapes these forms produce.
 """
 
@@ -64,7 +65,8 @@ def print_products(rng: np.random.Generator, repeats: int) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4])
+  parser.add_argument("--blocks", nargs="+", default=["1", "1x2", "1x4", "2x2", "4x4"],
+                      help="block sides, `s` or `bhxbw`")
   parser.add_argument("--layers", nargs="*", help="only layers whose name contains one of these")
   parser.add_argument("--products", action="store_true",
                       help="first time the matrix products alone")
@@ -91,6 +93,7 @@ def main() -> None:
     row = [median_ms(xla, x, grad, repeats=args.repeats)]
     difference = 0.0
     for block in args.blocks:
+      block = tuple(int(side) for side in block.split("x")) if "x" in block else int(block)
       blocked = jax.jit(lambda x, g, b=block: convolution.blocked_weight_gradient(
           x, g, (kernel, kernel), padding, b))
       difference = max(difference, float(jnp.max(jnp.abs(blocked(x, grad) - reference))

@@ -173,10 +173,10 @@ _BLOCKED_CASES = [  # size, kernel, padding, in -> out features
 ]
 
 
-@pytest.mark.parametrize("block", [1, 2, 3])
+@pytest.mark.parametrize("block", [1, 2, 3, (1, 4), (2, 3)])
 @pytest.mark.parametrize("size,kernel,padding,channels", _BLOCKED_CASES)
 def test_blocked_weight_gradient_matches_xla(size, kernel, padding, channels, block):
-  rng = np.random.default_rng(sum(size) + 10 * kernel[0] + block)
+  rng = np.random.default_rng(sum(size) + 10 * kernel[0] + int(np.sum(block)))
   x = jnp.asarray(rng.normal(size=(2, *size, channels[0])), jnp.float32)
   w = jnp.asarray(rng.normal(size=(*kernel, *channels)), jnp.float32)
   pads = convolution.conv_padding(x.shape, w.shape, (1, 1), padding)
@@ -188,9 +188,9 @@ def test_blocked_weight_gradient_matches_xla(size, kernel, padding, channels, bl
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_weight_block_takes_two_pixel_blocks_from_four_taps():
-  assert [convolution.weight_block(k) for k in ((1, 1), (3, 3), (3, 5), (4, 4), (5, 5))] == [
-      1, 1, 1, 2, 2]
+def test_weight_block_groups_pixels_along_the_width():
+  assert [convolution.weight_block(k) for k in ((1, 1), (3, 3), (5, 3), (3, 5), (5, 5))] == [
+      (1, 1), (1, 2), (1, 2), (1, 4), (1, 4)]
 
 
 def test_conv_switches_by_backend_and_rejects_bad_options(monkeypatch):

@@ -4,9 +4,9 @@ XLA:CPU computes a convolution's weight gradient 4-6x slower than the forward
 pass (docs/benchmarks.md). Two forms avoid that, chosen automatically on CPU:
 
 - `tap_conv`: a convolution whose weight gradient is a few large matrix
-  products: at stride 1, one per offset of 2x2 pixel blocks for kernels of
-  4 taps per axis and more (`blocked_weight_gradient`), one per kernel tap
-  otherwise; the forward pass and the input gradient are XLA's.
+  products: at stride 1, one per offset of blocks of 2-4 pixels of a row
+  (`blocked_weight_gradient`), one per kernel tap at larger strides; the
+  forward pass and the input gradient are XLA's.
 - `polyphase_conv_transpose`: a stride-s transposed convolution as one
   stride-1 convolution with the s*s sub-sampled kernels, interleaved
   (depth-to-space).
@@ -96,53 +96,58 @@ def _strided_tap_products(padded: Array, grad: Array, kernel_hw: tuple[int, int]
   return jnp.stack(taps).reshape(kh, kw, channels, grad.shape[-1])
 
 
-def weight_block(kernel_hw: Sequence[int]) -> int:
-  """Block side `s` of `blocked_weight_gradient` for a kernel: 2 from 4 taps
-  per axis on (a 5x5 kernel: 9 products of `[4 in, 4 out]`, 1.44x the
-  multiply-adds, in matrices large enough for XLA:CPU to run near its peak),
-  1 (one product per tap) below."""
-  return 2 if min(kernel_hw) >= 4 else 1
+def weight_block(kernel_hw: Sequence[int]) -> tuple[int, int]:
+  """`(bh, bw)` of `blocked_weight_gradient` for a kernel: pixels grouped
+  along the width only (a block is then a plain reshape of the row, not a
+  transpose), 4 from 4 taps on (a 5x5 kernel: 10 products of `[4 in, 4 out]`,
+  1.6x the multiply-adds, in matrices large enough for XLA:CPU to run near
+  its peak), 2 for 2-3 taps, 1 (one product per tap) for 1."""
+  width = kernel_hw[1]
+  return (1, 4 if width >= 4 else 2 if width >= 2 else 1)
 
 
 def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int],
-                            padding: Padding, block: int) -> Array:
+                            padding: Padding, block: int | Sequence[int]) -> Array:
   """Weight gradient of a stride-1 convolution from space-to-depth blocks.
 
-  With `block = s`, the padded input and the output gradient are cut into
-  `s x s` blocks of pixels (`[positions / s^2, s^2 * features]`). Tap `t` of
-  output pixel `s * q + r` reads input pixel `s * (q + d) + rho` with
-  `d, rho = divmod(r + t, s)`, so one `[s^2 in, s^2 out]` matrix product per
-  block offset `d` (`ceil((s + k - 1) / s)` per axis) holds every tap's
-  gradient; `s = 1` is one product per tap. The narrower of the two operands
-  is the one shifted by `d` (copied once per offset); a narrow output
-  gradient (a readout layer) makes all offsets one product.
+  With `block = (bh, bw)`, the padded input and the output gradient are cut
+  into `bh x bw` blocks of pixels (`[positions / (bh bw), bh bw features]`).
+  Along an axis with block `s`, tap `t` of output pixel `s * q + r` reads
+  input pixel `s * (q + d) + rho` with `d, rho = divmod(r + t, s)`, so one
+  `[bh bw in, bh bw out]` matrix product per block offset `d`
+  (`(s + k - 2) // s + 1` offsets per axis) holds every tap's gradient;
+  `block = 1` is one product per tap. The narrower of the two operands is the
+  one shifted by `d` (copied once per offset); a narrow output gradient (a
+  readout layer) makes all offsets one product.
 
   Args:
     inputs: `[batch, height, width, in]`, before padding.
     grad: `[batch, out_height, out_width, out]`, the output gradient.
     kernel_hw: `(kh, kw)`.
     padding: `((low, high), (low, high))` of the convolution (negative crops).
-    block: `s`.
+    block: `(bh, bw)`, or one side for both.
 
   Returns:
     `[kh, kw, in, out]`, equal to the gradient of `lax.conv_general_dilated`.
   """
-  (kh, kw), s = kernel_hw, block
+  (kh, kw) = kernel_hw
+  bh, bw = (block, block) if isinstance(block, int) else tuple(block)
   batch, _, _, in_features = inputs.shape
   _, out_h, out_w, out_features = grad.shape
-  offsets_h, offsets_w = (s + kh - 2) // s + 1, (s + kw - 2) // s + 1
-  rows, cols = -(-out_h // s), -(-out_w // s)  # Output blocks per axis.
+  offsets_h, offsets_w = (bh + kh - 2) // bh + 1, (bw + kw - 2) // bw + 1
+  rows, cols = -(-out_h // bh), -(-out_w // bw)  # Output blocks per axis.
   in_rows, in_cols = rows + offsets_h - 1, cols + offsets_w - 1
   (low_h, _), (low_w, _) = padding
   # Zero rows and columns beyond the padding meet only zero output gradients.
   padded = jax.lax.pad(inputs, jnp.zeros((), inputs.dtype), (
-      (0, 0, 0), (low_h, s * in_rows - inputs.shape[1] - low_h, 0),
-      (low_w, s * in_cols - inputs.shape[2] - low_w, 0), (0, 0, 0)))
-  grad = jnp.pad(grad, ((0, 0), (0, s * rows - out_h), (0, s * cols - out_w), (0, 0)))
+      (0, 0, 0), (low_h, bh * in_rows - inputs.shape[1] - low_h, 0),
+      (low_w, bw * in_cols - inputs.shape[2] - low_w, 0), (0, 0, 0)))
+  grad = jnp.pad(grad, ((0, 0), (0, bh * rows - out_h), (0, bw * cols - out_w), (0, 0)))
+  pixels = bh * bw
 
   def space_to_depth(x: Array, height: int, width: int) -> Array:
-    x = x.reshape(batch, height, s, width, s, x.shape[-1]).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(batch, height, width, s * s * x.shape[-1])
+    x = x.reshape(batch, height, bh, width, bw, x.shape[-1]).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(batch, height, width, pixels * x.shape[-1])
 
   blocks = space_to_depth(padded, in_rows, in_cols)
   grad_blocks = space_to_depth(grad, rows, cols)
@@ -155,25 +160,25 @@ def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int]
     shifted = jnp.concatenate([
         grad_blocks[:, offsets_h - 1 - dh:offsets_h - 1 - dh + in_rows,
                     offsets_w - 1 - dw:offsets_w - 1 - dw + in_cols] for dh, dw in offsets], -1)
-    products = blocks.reshape(-1, s * s * in_features).T @ shifted.reshape(
-        -1, len(offsets) * s * s * out_features)
-    products = products.reshape(s * s * in_features, len(offsets), s * s * out_features)
+    products = blocks.reshape(-1, pixels * in_features).T @ shifted.reshape(
+        -1, len(offsets) * pixels * out_features)
+    products = products.reshape(pixels * in_features, len(offsets), pixels * out_features)
     products = products.transpose(1, 0, 2)
   else:  # Shift the input: product d pairs input block P + d with gradient block P.
-    grad_matrix = grad_blocks.reshape(-1, s * s * out_features)
+    grad_matrix = grad_blocks.reshape(-1, pixels * out_features)
     products = jnp.stack([
-        blocks[:, dh:dh + rows, dw:dw + cols].reshape(-1, s * s * in_features).T @ grad_matrix
+        blocks[:, dh:dh + rows, dw:dw + cols].reshape(-1, pixels * in_features).T @ grad_matrix
         for dh, dw in offsets])
   # [d_h, d_w, rho_h, rho_w, in, r_h, r_w, out] -> [d_h, rho_h, r_h, d_w, rho_w, r_w, in, out].
-  products = products.reshape(offsets_h, offsets_w, s, s, in_features, s, s, out_features)
+  products = products.reshape(offsets_h, offsets_w, bh, bw, in_features, bh, bw, out_features)
   products = products.transpose(0, 2, 5, 1, 3, 6, 4, 7)
-  tap_h, phase_h = np.arange(kh)[:, None], np.arange(s)[None, :]
-  tap_w, phase_w = np.arange(kw)[:, None], np.arange(s)[None, :]
-  index_h = tuple(np.broadcast_to(a[:, :, None, None], (kh, s, 1, 1))
-                  for a in ((tap_h + phase_h) // s, (tap_h + phase_h) % s, phase_h + 0 * tap_h))
-  index_w = tuple(np.broadcast_to(a[None, None], (1, 1, kw, s))
-                  for a in ((tap_w + phase_w) // s, (tap_w + phase_w) % s, phase_w + 0 * tap_w))
-  # [kh, s, kw, s, in, out], summed over the output phases r.
+  tap_h, phase_h = np.arange(kh)[:, None], np.arange(bh)[None, :]
+  tap_w, phase_w = np.arange(kw)[:, None], np.arange(bw)[None, :]
+  index_h = tuple(np.broadcast_to(a[:, :, None, None], (kh, bh, 1, 1)) for a in (
+      (tap_h + phase_h) // bh, (tap_h + phase_h) % bh, phase_h + 0 * tap_h))
+  index_w = tuple(np.broadcast_to(a[None, None], (1, 1, kw, bw)) for a in (
+      (tap_w + phase_w) // bw, (tap_w + phase_w) % bw, phase_w + 0 * tap_w))
+  # [kh, bh, kw, bw, in, out], summed over the output phases r.
   return products[index_h + index_w].sum(axis=(1, 3))
 
 
