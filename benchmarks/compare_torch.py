@@ -2,6 +2,7 @@
 
     pip install -e ".[bench]"
     python benchmarks/compare_torch.py            # 128x128, K=7, T=3, batch 8
+    python benchmarks/compare_torch.py --torch_compile   # + torch.compile's step
 
 Both steps train the same architecture (`configs/clevr.py` with 7 slots, see
 `benchmarks/torch_reference.py`) with Adam on the same random batch. The two
@@ -56,11 +57,12 @@ def jax_step(batch_size: int, resolution: int, num_slots: int, dtype: str):
   return run
 
 
-def torch_step(batch_size: int, resolution: int, num_slots: int):
-  """Returns `run()` doing one PyTorch train step of the reference model."""
+def torch_step(batch_size: int, resolution: int, num_slots: int, compiled: bool = False):
+  """Returns `run()` doing one PyTorch train step of the reference model
+  (its forward and backward pass compiled by `torch.compile` if `compiled`)."""
   torch.manual_seed(0)
   model = torch_reference.ObjectDiscovery(resolution=resolution, num_slots=num_slots)
-  step = torch_reference.make_train_step(model)
+  step = torch_reference.make_train_step(model, forward=torch.compile(model) if compiled else None)
   image = torch.rand(batch_size, 3, resolution, resolution)
   return lambda: step(image)
 
@@ -79,31 +81,38 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--rounds", type=int, default=10)
   parser.add_argument("--dtype", default="float32", help="our compute dtype")
+  parser.add_argument("--torch_compile", action="store_true",
+                      help="add a peer: the PyTorch reference under torch.compile")
   args = parser.parse_args()
 
-  ours = jax_step(args.batch_size, args.resolution, args.num_slots, args.dtype)
-  reference = torch_step(args.batch_size, args.resolution, args.num_slots)
-  compile_seconds = timed(ours)
+  steps = {"invariant_slots (JAX, " + args.dtype + ")": jax_step(
+      args.batch_size, args.resolution, args.num_slots, args.dtype),
+           "PyTorch reference": torch_step(args.batch_size, args.resolution, args.num_slots)}
+  if args.torch_compile:
+    steps["PyTorch reference, torch.compile"] = torch_step(
+        args.batch_size, args.resolution, args.num_slots, compiled=True)
+  first_seconds = {name: timed(run) for name, run in steps.items()}
   for _ in range(args.warmup):
-    ours()
-    reference()
-  ours_times, reference_times = [], []
-  for _ in range(args.rounds):
-    ours_times.append(timed(ours))
-    reference_times.append(timed(reference))
-  ours_median = statistics.median(ours_times)
-  reference_median = statistics.median(reference_times)
+    for run in steps.values():
+      run()
+  times = {name: [] for name in steps}
+  for _ in range(args.rounds):  # In turns, so that all see the same machine load.
+    for name, run in steps.items():
+      times[name].append(timed(run))
+  ours_name, reference_name = list(steps)[:2]
+  ours_median = statistics.median(times[ours_name])
   print(f"{jax.device_count()} JAX CPU device(s), torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads; batch {args.batch_size}, "
         f"{args.resolution}x{args.resolution}, K={args.num_slots}, T=3; "
-        f"first JAX step (compile) {compile_seconds:.1f} s\n")
-  print("| implementation | median step (ms) | min (ms) | max (ms) |")
-  print("|---|---|---|---|")
-  for name, times in (("invariant_slots (JAX, " + args.dtype + ")", ours_times),
-                      ("PyTorch reference", reference_times)):
-    print(f"| {name} | {1e3 * statistics.median(times):.0f} | {1e3 * min(times):.0f} "
-          f"| {1e3 * max(times):.0f} |")
-  print(f"\nratio ours / PyTorch: {ours_median / reference_median:.2f}")
+        f"first step (compiles) {first_seconds[ours_name]:.1f} s\n")
+  print("| implementation | first step (s) | median step (ms) | min (ms) | max (ms) "
+        "| ours / this |")
+  print("|---|---|---|---|---|---|")
+  for name, seconds in times.items():
+    median = statistics.median(seconds)
+    print(f"| {name} | {first_seconds[name]:.1f} | {1e3 * median:.0f} "
+          f"| {1e3 * min(seconds):.0f} | {1e3 * max(seconds):.0f} | {ours_median / median:.2f} |")
+  print(f"\nratio ours / PyTorch: {ours_median / statistics.median(times[reference_name]):.2f}")
 
 
 if __name__ == "__main__":

@@ -144,13 +144,15 @@ class ObjectDiscovery(nn.Module):
     return F.mse_loss(reconstruction, image)
 
 
-def make_train_step(model: ObjectDiscovery, learning_rate: float = 4e-4):
-  """An Adam train step `step(image [b, 3, H, W]) -> loss`."""
+def make_train_step(model: ObjectDiscovery, learning_rate: float = 4e-4, forward=None):
+  """An Adam train step `step(image [b, 3, H, W]) -> loss`; `forward` (for
+  example `torch.compile(model)`) computes the loss in place of `model`."""
   optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+  forward = forward or model
 
   def step(image: torch.Tensor) -> float:
     optimizer.zero_grad(set_to_none=True)
-    loss = model(image)
+    loss = forward(image)
     loss.backward()
     optimizer.step()
     return loss.detach().item()

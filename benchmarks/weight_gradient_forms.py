@@ -14,11 +14,12 @@ product `A^T B` on the shapes these forms produce.
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from conv_transpose import timed
 
 from invariant_slots.modules import convolution
 
@@ -34,13 +35,7 @@ LAYERS = (
 
 
 def median_ms(function, *args, repeats: int) -> float:
-  jax.block_until_ready(function(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(function(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
+  return 1e3 * timed(function, *args, repeats=repeats)
 
 
 # [positions, m]^T [positions, n]: per tap of a 64 -> 64 layer, per 2x2 and
