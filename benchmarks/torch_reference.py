@@ -148,7 +148,7 @@ def make_train_step(model: ObjectDiscovery, learning_rate: float = 4e-4, forward
   """An Adam train step `step(image [b, 3, H, W]) -> loss`; `forward` (for
   example `torch.compile(model)`) computes the loss in place of `model`."""
   optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-  forward = forward or model
+  forward = model if forward is None else forward
 
   def step(image: torch.Tensor) -> float:
     optimizer.zero_grad(set_to_none=True)
