@@ -78,12 +78,16 @@ def _tap_conv_forward(inputs, kernel, strides, padding):
   return _lax_conv(inputs, kernel, strides, padding), (inputs, kernel)
 
 
-def _strided_tap_products(padded: Array, grad: Array, kernel_hw: tuple[int, int],
-                          strides: tuple[int, int]) -> Array:
+def _strided_tap_products(inputs: Array, grad: Array, kernel_hw: tuple[int, int],
+                          strides: tuple[int, int], padding: Padding) -> Array:
   """`[kh, kw, in, out]` weight gradient of a strided convolution, one
   `[positions, in]^T [positions, out]` matrix product per kernel tap."""
   (kh, kw), (sh, sw), (out_h, out_w) = kernel_hw, strides, grad.shape[1:3]
-  batch, channels = padded.shape[0], padded.shape[-1]
+  batch, channels = inputs.shape[0], inputs.shape[-1]
+  # lax.pad takes negative padding (a crop), as the convolution does.
+  padded = jax.lax.pad(inputs, jnp.zeros((), inputs.dtype),
+                       ((0, 0, 0),) + tuple((low, high, 0) for low, high in padding)
+                       + ((0, 0, 0),))
   grad_matrix = grad.reshape(-1, grad.shape[-1])
   taps = []
   for i in range(kh):
@@ -104,6 +108,14 @@ def weight_block(kernel_hw: Sequence[int]) -> tuple[int, int]:
   its peak), 2 for 2-3 taps, 1 (one product per tap) for 1."""
   width = kernel_hw[1]
   return (1, 4 if width >= 4 else 2 if width >= 2 else 1)
+
+
+def _offset_phase_index(taps: int, block: int) -> tuple[np.ndarray, ...]:
+  """For tap `t` and output phase `r` of one axis: the block offset
+  `(r + t) // block`, the input phase `(r + t) % block` and `r`, each
+  `[taps, block]`."""
+  total = np.arange(taps)[:, None] + np.arange(block)[None, :]
+  return total // block, total % block, np.broadcast_to(np.arange(block), total.shape)
 
 
 def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int],
@@ -130,7 +142,7 @@ def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int]
   Returns:
     `[kh, kw, in, out]`, equal to the gradient of `lax.conv_general_dilated`.
   """
-  (kh, kw) = kernel_hw
+  kh, kw = kernel_hw
   bh, bw = (block, block) if isinstance(block, int) else tuple(block)
   batch, _, _, in_features = inputs.shape
   _, out_h, out_w, out_features = grad.shape
@@ -172,12 +184,8 @@ def blocked_weight_gradient(inputs: Array, grad: Array, kernel_hw: Sequence[int]
   # [d_h, d_w, rho_h, rho_w, in, r_h, r_w, out] -> [d_h, rho_h, r_h, d_w, rho_w, r_w, in, out].
   products = products.reshape(offsets_h, offsets_w, bh, bw, in_features, bh, bw, out_features)
   products = products.transpose(0, 2, 5, 1, 3, 6, 4, 7)
-  tap_h, phase_h = np.arange(kh)[:, None], np.arange(bh)[None, :]
-  tap_w, phase_w = np.arange(kw)[:, None], np.arange(bw)[None, :]
-  index_h = tuple(np.broadcast_to(a[:, :, None, None], (kh, bh, 1, 1)) for a in (
-      (tap_h + phase_h) // bh, (tap_h + phase_h) % bh, phase_h + 0 * tap_h))
-  index_w = tuple(np.broadcast_to(a[None, None], (1, 1, kw, bw)) for a in (
-      (tap_w + phase_w) // bw, (tap_w + phase_w) % bw, phase_w + 0 * tap_w))
+  index_h = tuple(a[:, :, None, None] for a in _offset_phase_index(kh, bh))
+  index_w = tuple(a[None, None] for a in _offset_phase_index(kw, bw))
   # [kh, bh, kw, bw, in, out], summed over the output phases r.
   return products[index_h + index_w].sum(axis=(1, 3))
 
@@ -191,11 +199,7 @@ def _tap_conv_backward(strides, padding, residuals, grad):
     kernel_grad = blocked_weight_gradient(inputs, grad, kernel_hw, padding,
                                           weight_block(kernel_hw))
   else:
-    # lax.pad takes negative padding (a crop), as the convolution does.
-    padded = jax.lax.pad(inputs, jnp.zeros((), inputs.dtype),
-                         ((0, 0, 0),) + tuple((low, high, 0) for low, high in padding)
-                         + ((0, 0, 0),))
-    kernel_grad = _strided_tap_products(padded, grad, kernel_hw, strides)
+    kernel_grad = _strided_tap_products(inputs, grad, kernel_hw, strides, padding)
   return input_grad, kernel_grad.astype(kernel.dtype)
 
 
