@@ -24,12 +24,18 @@ setuptools.setup(
         "numpy",
         "absl-py",
         "importlib_resources",  # Needed by tensorflow-datasets, not declared by it.
+        # oneDNN's CPU convolutions (modules/onednn.py), built on first use with g++.
+        "onednn; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "onednn-devel; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
+    package_data={"invariant_slots.modules": ["kernels/*.cc"]},
     extras_require={
         # The tests also check the plots of `invariant_slots.analyze`.
         "test": ["pytest", "pytest-xdist", "scikit-learn", "matplotlib"],
         "plots": ["matplotlib"],
         "bench": ["torch"],
+        # oneDNN's convolutions where the default install leaves them out.
+        "cpu": ["onednn", "onednn-devel"],
         # JAX for NVIDIA GPUs (CUDA 12 wheels, no local CUDA install needed) and Cloud TPUs.
         "cuda12": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],

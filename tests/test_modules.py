@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from invariant_slots.modules import convolution
+from invariant_slots.modules import onednn
 from invariant_slots.modules.correctors import CORRECTORS
 from invariant_slots.modules.decoders import SpatialBroadcastDecoder
 from invariant_slots.modules.encoders import ENCODERS
@@ -142,12 +143,21 @@ _TAP_CONV_CASES = [  # size, kernel, strides, padding, in -> out features
 ]
 
 
-@pytest.mark.parametrize("size,kernel,strides,padding,channels", _TAP_CONV_CASES)
-def test_tap_conv_matches_flax_conv_and_both_gradients(size, kernel, strides, padding, channels):
+_ONEDNN = pytest.mark.skipif(not onednn.available(), reason=str(onednn.unavailable_reason()))
+
+
+@pytest.mark.parametrize("implementation", ["taps", pytest.param("onednn", marks=_ONEDNN)])
+@pytest.mark.parametrize("size,kernel,strides,padding,channels", _TAP_CONV_CASES + [
+    ((6, 5), (3, 3), (1, 1), ((2, -1), (0, 1)), (4, 3)),  # uneven, with a crop
+    ((10, 11), (4, 4), (2, 2), "SAME", (5, 9)),  # even kernel, odd map
+])
+def test_fast_conv_matches_flax_conv_and_both_gradients(size, kernel, strides, padding, channels,
+                                                        implementation):
   rng = np.random.default_rng(sum(size) + 10 * kernel[0] + strides[0])
   x = rng.normal(size=(2, *size, channels[0])).astype(np.float32)
   reference = nn.Conv(channels[1], kernel, strides, padding=padding)
-  ours = convolution.Conv(channels[1], kernel, strides, padding=padding, implementation="taps")
+  ours = convolution.Conv(channels[1], kernel, strides, padding=padding,
+                          implementation=implementation)
   params = reference.init(_key(0), x)
   # The same parameters as nn.Conv: names, shapes and initialisation.
   assert jax.tree.map(jnp.shape, ours.init(_key(0), x)) == jax.tree.map(jnp.shape, params)
@@ -205,7 +215,11 @@ def test_conv_switches_by_backend_and_rejects_bad_options(monkeypatch):
     return "custom_vjp" in str(jax.make_jaxpr(
         lambda x: wide.init_with_output(_key(0), x))(inputs))
 
-  if jax.default_backend() == "cpu":  # "auto" on CPU: taps for wide kernels on large maps
+  if jax.default_backend() == "cpu":
+    # "auto" on CPU takes oneDNN's convolution for every float32 kernel where installed ...
+    assert uses_taps(16, 4, size=8) == onednn.available()
+    # ... and without it, taps for wide kernels on large maps.
+    monkeypatch.setenv(convolution.AUTO_VARIABLE, "taps,polyphase")
     assert uses_taps(32, 32) and not uses_taps(16, 4) and not uses_taps(32, 32, size=32)
   monkeypatch.setenv(convolution.AUTO_VARIABLE, "polyphase")
   assert not uses_taps(32, 32)
@@ -435,3 +449,39 @@ def test_model_is_slot_permutation_equivariant():
                              atol=1e-4)
   np.testing.assert_allclose(permuted["reconstruction"], outputs["reconstruction"],
                              atol=1e-4)
+
+
+def test_onednn_says_why_it_is_unavailable(monkeypatch):
+  monkeypatch.setattr(onednn, "_find_onednn", lambda: None)
+  onednn._load.cache_clear()
+  try:
+    reason = onednn.unavailable_reason()
+    if jax.default_backend() == "cpu":
+      assert reason == 'oneDNN is not installed (pip install -e ".[cpu]")'
+    assert not onednn.available()
+    with pytest.raises(RuntimeError, match="oneDNN"):
+      onednn.onednn_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2)), (1, 1),
+                         ((1, 1), (1, 1)))
+    # "auto" then falls back to the tap form or XLA's convolution.
+    x = jnp.ones((1, 6, 6, 2))
+    params = nn.Conv(3, (3, 3)).init(_key(0), x)
+    np.testing.assert_allclose(convolution.Conv(3, (3, 3)).apply(params, x),
+                               nn.Conv(3, (3, 3)).apply(params, x), atol=1e-5)
+  finally:
+    monkeypatch.undo()
+    onednn._load.cache_clear()
+
+
+@_ONEDNN
+def test_onednn_conv_builds_once_into_the_cache_and_runs_under_vmap(monkeypatch, tmp_path):
+  monkeypatch.setenv(onednn.CACHE_VARIABLE, str(tmp_path))
+  include, lib = onednn._find_onednn()
+  path = onednn._compile(include, lib)
+  assert pathlib.Path(path).parent == tmp_path and pathlib.Path(path).exists()
+  assert onednn._compile(include, lib) == path and len(list(tmp_path.iterdir())) == 1
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(3, 2, 7, 7, 4)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+  got = jax.vmap(lambda x: convolution.onednn_conv(x, w, (2, 2), "SAME"))(x)
+  want = jax.vmap(lambda x: convolution.lax_conv(x, w, (2, 2), "SAME"))(x)
+  np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)

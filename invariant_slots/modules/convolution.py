@@ -1,8 +1,10 @@
 """Convolutions that differentiate fast on XLA:CPU.
 
 XLA:CPU computes a convolution's weight gradient 4-6x slower than the forward
-pass (docs/benchmarks.md). Two forms avoid that, chosen automatically on CPU:
+pass (docs/benchmarks.md). Three forms avoid that, chosen automatically on CPU:
 
+- `onednn_conv`: all three passes through oneDNN (`modules/onednn.py`), when
+  it is installed (`pip install -e ".[cpu]"`) and the arrays are float32;
 - `tap_conv`: a convolution whose weight gradient is a few large matrix
   products: at stride 1, one per offset of blocks of 2-4 pixels of a row
   (`blocked_weight_gradient`), one per kernel tap at larger strides; the
@@ -25,14 +27,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from invariant_slots.modules import onednn
+
 Array = jax.Array
 Padding = tuple[tuple[int, int], tuple[int, int]]
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # The fast forms that "auto" may choose on CPU: this environment variable, a
-# comma-separated subset of "taps,polyphase" (the default; "" or "lax" leaves
-# XLA's own convolutions everywhere, for benchmarks and comparisons).
+# comma-separated subset of "onednn,taps,polyphase" (the default; "" or "lax"
+# leaves XLA's own convolutions everywhere, for benchmarks and comparisons).
 AUTO_VARIABLE = "INVARIANT_SLOTS_CPU_CONV"
-FAST_FORMS = ("taps", "polyphase")
+FAST_FORMS = ("onednn", "taps", "polyphase")
 # "auto" takes the tap form only for kernels with at least this many
 # `in * out` features over at least this many output positions (batch x
 # height x width): below them XLA's weight gradient is as fast, and the tap
@@ -41,15 +45,25 @@ MIN_TAP_FEATURES = 256
 MIN_TAP_POSITIONS = 32768
 
 
-def _use_fast_cpu_forms(implementation: str, choices: Sequence[str]) -> bool:
-  """Whether `implementation` ("auto" or one of the two `choices`, fast form
-  first) selects the fast CPU form."""
+def _auto_cpu_forms() -> tuple[str, ...]:
+  """The fast forms "auto" may take here: none off the CPU, else `AUTO_VARIABLE`'s."""
+  if jax.default_backend() != "cpu":
+    return ()
+  return tuple(os.environ.get(AUTO_VARIABLE, ",".join(FAST_FORMS)).split(","))
+
+
+def _check_implementation(implementation: str, choices: Sequence[str]) -> None:
   if implementation not in ("auto",) + tuple(choices):
     raise ValueError(f"Unknown implementation {implementation!r}; use 'auto', "
                      + " or ".join(repr(c) for c in choices) + ".")
+
+
+def _use_fast_cpu_forms(implementation: str, choices: Sequence[str]) -> bool:
+  """Whether `implementation` ("auto" or one of the two `choices`, fast form
+  first) selects the fast CPU form."""
+  _check_implementation(implementation, choices)
   if implementation == "auto":
-    allowed = os.environ.get(AUTO_VARIABLE, ",".join(FAST_FORMS)).split(",")
-    return jax.default_backend() == "cpu" and choices[0] in allowed
+    return choices[0] in _auto_cpu_forms()
   return implementation == choices[0]
 
 
@@ -236,11 +250,26 @@ def lax_conv(inputs: Array, kernel: Array, strides: Sequence[int] = (1, 1),
                                                          padding))
 
 
-def _auto_conv(in_features: int, out_features: int, positions: int):
-  """`tap_conv` or `lax_conv`, as "auto" chooses for an `in -> out` kernel
-  with `positions` output positions."""
-  taps = (_use_fast_cpu_forms("auto", ("taps", "lax"))
-          and in_features * out_features >= MIN_TAP_FEATURES
+def onednn_conv(inputs: Array, kernel: Array, strides: Sequence[int] = (1, 1),
+                padding: str | Sequence[tuple[int, int]] = "SAME") -> Array:
+  """oneDNN's convolution (`modules/onednn.py`), with the arguments of `tap_conv`;
+  float32 only."""
+  strides = tuple(int(s) for s in strides)
+  return onednn.onednn_conv(inputs, kernel, strides,
+                            conv_padding(inputs.shape, kernel.shape, strides, padding))
+
+
+CONVOLUTIONS = {"onednn": onednn_conv, "taps": tap_conv, "lax": lax_conv}
+
+
+def _auto_conv(in_features: int, out_features: int, positions: int, dtype=jnp.float32):
+  """The convolution "auto" chooses for an `in -> out` kernel with `positions`
+  output positions: oneDNN's for float32 where it is installed, else `tap_conv`
+  for large layers, else XLA's."""
+  forms = _auto_cpu_forms()
+  if "onednn" in forms and dtype == jnp.float32 and onednn.available():
+    return onednn_conv
+  taps = ("taps" in forms and in_features * out_features >= MIN_TAP_FEATURES
           and positions >= MIN_TAP_POSITIONS)
   return tap_conv if taps else lax_conv
 
@@ -277,21 +306,23 @@ class _Convolution(nn.Module):
 class Conv(_Convolution):
   """Drop-in `nn.Conv` (2D, NHWC) whose weight gradient is fast on CPU.
 
-  `implementation`: "taps" (`tap_conv`), "lax" (XLA's convolution) or "auto"
-  (taps on CPU for kernels of at least `MIN_TAP_FEATURES` in * out features,
-  lax elsewhere).
+  `implementation`: "onednn" (`onednn_conv`), "taps" (`tap_conv`), "lax"
+  (XLA's convolution) or "auto" (on CPU oneDNN for float32 where installed,
+  else taps for kernels of at least `MIN_TAP_FEATURES` in * out features over
+  `MIN_TAP_POSITIONS` positions; lax elsewhere).
   """
 
   @nn.compact
   def __call__(self, inputs: Array) -> Array:
     """`[batch, height, width, in]` -> `[batch, out_height, out_width, features]`."""
+    _check_implementation(self.implementation, tuple(CONVOLUTIONS))
     inputs, kernel = self.inputs_and_kernel(inputs)
     if self.implementation == "auto":
       positions = inputs.shape[0] * inputs.shape[1] * inputs.shape[2] // int(
           np.prod(self.stride_pair()))
-      conv = _auto_conv(inputs.shape[-1], self.features, positions)
+      conv = _auto_conv(inputs.shape[-1], self.features, positions, inputs.dtype)
     else:
-      conv = tap_conv if _use_fast_cpu_forms(self.implementation, ("taps", "lax")) else lax_conv
+      conv = CONVOLUTIONS[self.implementation]
     return self.add_bias(conv(inputs, kernel, self.stride_pair(), self.padding))
 
 
@@ -381,7 +412,8 @@ class ConvTranspose(_Convolution):
       outputs = polyphase_conv_transpose(
           inputs, kernel, strides, self.padding,
           conv=_auto_conv(inputs.shape[-1], strides[0] * strides[1] * self.features,
-                          inputs.shape[0] * inputs.shape[1] * inputs.shape[2]))
+                          inputs.shape[0] * inputs.shape[1] * inputs.shape[2],
+                          inputs.dtype))
     else:
       outputs = jax.lax.conv_transpose(inputs, kernel, strides, self.padding,
                                        dimension_numbers=DIMENSIONS)
